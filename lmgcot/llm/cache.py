@@ -1,0 +1,75 @@
+"""Persistent large-LM call cache: one SQLite file in WAL mode, shared by every run that points at it.
+
+A key covers backend, model, full prompt, every generation parameter and the sample index, so a
+re-run (or another run of a sweep) never pays for the same call twice and temperature > 0 samples
+stay distinct. Each batch of results is committed in one transaction: a killed process loses at
+most the batch in flight and never leaves a corrupt file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+
+def cache_key(**parts) -> str:
+    """A stable hash of everything that determines a completion."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=list)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class CallCache:
+    def __init__(self, path: str | Path, timeout_s: float = 60.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
+            " created REAL DEFAULT (julianday('now')))"
+        )
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT key, value FROM calls WHERE key IN ({marks})", chunk
+                ).fetchall()
+                out.update((k, json.loads(v)) for k, v in rows)
+        return out
+
+    def get(self, key: str) -> dict | None:
+        return self.get_many([key]).get(key)
+
+    def put_many(self, items: Iterable[tuple[str, dict]]) -> None:
+        rows = [(k, json.dumps(v, ensure_ascii=False)) for k, v in items]
+        if not rows:
+            return
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                # First writer wins: a concurrent job that computed the same call keeps one copy.
+                self._conn.executemany("INSERT OR IGNORE INTO calls (key, value) VALUES (?, ?)", rows)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
