@@ -24,6 +24,13 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     system: str | None = None
 
+    def __post_init__(self):
+        # Normalise types so that `temperature: 0` from YAML and 0.0 share one cache key.
+        object.__setattr__(self, "max_new_tokens", int(self.max_new_tokens))
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "top_p", float(self.top_p))
+        object.__setattr__(self, "stop", tuple(self.stop))
+
 
 @dataclass(frozen=True)
 class Request:

@@ -1,0 +1,302 @@
+"""The `hf` backend: a local or hub transformers model (seq2seq or causal) as the frozen large LM.
+
+Prompt handling: `params.system`, when set, is prepended to the prompt followed by a blank line
+(`system + "\\n\\n" + prompt`); no chat template is applied, the model sees the raw text. With
+`max_input_tokens` set, over-long prompts lose their *beginning*, so the question and the answer
+cue at the end survive.
+
+Sampling (temperature > 0) is reproducible per request and independent of batch composition:
+instead of the global RNG, each row draws Gumbel noise from its own generator seeded by a hash of
+(system, prompt, sample_index) and decoding takes the argmax, which samples exactly from the
+temperature / top-p distribution (Gumbel-max trick). So sample i of a prompt is the same whether it
+runs alone or in a batch, and samples with different indices differ.
+
+Stop strings end a row's generation as soon as one appears; the returned text is cut before the
+stop string that completed first. `output_tokens` counts the tokens actually generated (up to and
+including eos, or up to the token that completed a stop string), never padding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from lmgcot.errors import BackendError, ConfigError
+from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request
+from lmgcot.llm.cache import CallCache
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class HFLargeLM(LargeLM):
+    """A transformers model loaded lazily on the first uncached request."""
+
+    backend = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        cache: CallCache | None = None,
+        batch_size: int = 8,
+        dtype: str = "auto",
+        device: str = "auto",
+        device_map: str | None = None,
+        max_input_tokens: int | None = None,
+        trust_remote_code: bool = False,
+    ):
+        super().__init__(model, cache=cache, batch_size=batch_size)
+        if dtype != "auto" and dtype not in DTYPES:
+            raise ConfigError(f"large_lm.dtype={dtype!r}: expected auto, {', '.join(DTYPES)}")
+        if max_input_tokens is not None and max_input_tokens < 1:
+            raise ConfigError(
+                f"large_lm.max_input_tokens={max_input_tokens}: expected >= 1 or null"
+            )
+        self.dtype = dtype
+        self.device = device
+        self.device_map = device_map
+        self.max_input_tokens = max_input_tokens
+        self.trust_remote_code = trust_remote_code
+        self._hf_model = None
+        self._tokenizer = None
+        self._seq2seq = False
+        self._eos_ids: list[int] = []
+
+    def cache_identity(self) -> dict:
+        # The resolved dtype, not "auto": bf16 on a GPU and fp32 on a CPU give different text.
+        identity: dict = {"dtype": self.resolved_dtype()}
+        if self.max_input_tokens is not None:
+            identity["max_input_tokens"] = self.max_input_tokens
+        return identity
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_dtype(self) -> str:
+        if self.dtype != "auto":
+            return self.dtype
+        on_cuda = self.resolved_device().startswith("cuda") or (
+            self.device_map is not None and torch.cuda.is_available()
+        )
+        return "bfloat16" if on_cuda and torch.cuda.is_bf16_supported() else "float32"
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model has been loaded (a fully cached run never loads it)."""
+        return self._hf_model is not None
+
+    def load(self) -> None:
+        """Load tokenizer and model now (otherwise done on the first uncached request)."""
+        if self._hf_model is not None:
+            return
+        source = self.model
+        if _looks_like_path(source) and not Path(source).expanduser().is_dir():
+            raise BackendError(f"hf large LM: model directory not found: {source}")
+        source = str(Path(source).expanduser()) if _looks_like_path(source) else source
+        remote = self.trust_remote_code
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=remote)
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=remote)
+            seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+            auto_cls = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+            kwargs: dict = {"dtype": DTYPES[self.resolved_dtype()], "trust_remote_code": remote}
+            if self.device_map is not None:
+                kwargs["device_map"] = self.device_map
+            model = auto_cls.from_pretrained(source, config=config, **kwargs)
+        except (OSError, ValueError, ImportError) as err:
+            raise BackendError(
+                f"hf large LM: cannot load {self.model!r}: {_first_line(err)}"
+            ) from err
+        if self.device_map is None:
+            model.to(self.resolved_device())
+        model.eval()
+        if not seq2seq:
+            # Left padding keeps every prompt flush against its first generated token.
+            tokenizer.padding_side = "left"
+        tokenizer.truncation_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._eos_ids = _eos_ids(model, tokenizer)
+        self._tokenizer, self._hf_model, self._seq2seq = tokenizer, model, seq2seq
+
+    def _complete(self, requests: list[Request]) -> list[Completion]:
+        self.load()
+        tok = self._tokenizer
+        encoded = tok(
+            [_full_prompt(r) for r in requests],
+            truncation=self.max_input_tokens is not None,
+            max_length=self.max_input_tokens,
+        )["input_ids"]
+        results: list[Completion | None] = [None] * len(requests)
+        groups: dict[GenerationParams, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.params, []).append(i)
+        for params, members in groups.items():
+            # Longest first: similar lengths share a batch (less padding) and OOM shows up at once.
+            members.sort(key=lambda i: -len(encoded[i]))
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start : start + self.batch_size]
+                done = self._generate(
+                    [requests[i] for i in chunk], [encoded[i] for i in chunk], params
+                )
+                for i, completion in zip(chunk, done, strict=True):
+                    results[i] = completion
+        return results  # type: ignore[return-value]
+
+    def _generate(
+        self, requests: list[Request], input_ids: list[list[int]], params: GenerationParams
+    ) -> list[Completion]:
+        tok, model = self._tokenizer, self._hf_model
+        batch = tok.pad({"input_ids": input_ids}, padding=True, return_tensors="pt")
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        # Seq2seq outputs start with the decoder start token; causal ones with the padded prompt.
+        prefix = 1 if self._seq2seq else batch["input_ids"].shape[1]
+        processors = LogitsProcessorList()
+        if params.temperature > 0:
+            processors.append(TemperatureLogitsWarper(float(params.temperature)))
+            if params.top_p < 1.0:
+                processors.append(TopPLogitsWarper(float(params.top_p)))
+            processors.append(_GumbelSampler([_sample_seed(r) for r in requests]))
+        stopper = _StopStrings(tok, params.stop, prefix) if params.stop else None
+        with torch.inference_mode():
+            out = model.generate(
+                **batch,
+                max_new_tokens=params.max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=tok.pad_token_id,
+                # Passed explicitly so generation stops exactly where the token count ends.
+                eos_token_id=self._eos_ids or None,
+                logits_processor=processors,
+                stopping_criteria=StoppingCriteriaList([stopper] if stopper else []),
+            )
+        generated = out[:, prefix:].cpu().tolist()
+        completions = []
+        for row, tokens in enumerate(generated):
+            length = _generated_length(tokens, self._eos_ids)
+            if stopper is not None and row in stopper.stopped_at:
+                length = min(length, stopper.stopped_at[row])
+            text = tok.decode(tokens[:length], skip_special_tokens=True)
+            completions.append(
+                Completion(truncate_at_stop(text, params.stop), len(input_ids[row]), length)
+            )
+        return completions
+
+
+def truncate_at_stop(text: str, stops: tuple[str, ...] | list[str]) -> str:
+    """Cut `text` before the stop string whose first occurrence ends earliest (ties: starts
+    earliest), which is where streaming generation would have halted."""
+    best: tuple[int, int] | None = None
+    for stop in stops:
+        if not stop:
+            continue
+        at = text.find(stop)
+        if at >= 0 and (best is None or (at + len(stop), at) < best):
+            best = (at + len(stop), at)
+    return text if best is None else text[: best[1]]
+
+
+class _GumbelSampler(LogitsProcessor):
+    """Adds per-row Gumbel noise from per-row seeded generators; greedy argmax then samples."""
+
+    def __init__(self, seeds: list[int]):
+        self.seeds = seeds
+        self.generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.generators is None:
+            self.generators = [
+                torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds
+            ]
+        uniform = torch.stack(
+            [
+                torch.rand(scores.shape[-1], generator=g, device=scores.device)
+                for g in self.generators
+            ]
+        )
+        tiny = torch.finfo(uniform.dtype).tiny
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(tiny)))
+        return scores.float() + gumbel
+
+
+class _StopStrings(StoppingCriteria):
+    """Finishes a row once its generated text contains a stop string; remembers at which length."""
+
+    def __init__(self, tokenizer, stops: tuple[str, ...], prefix: int):
+        self.tokenizer = tokenizer
+        self.stops = [s for s in stops if s]
+        self.prefix = prefix
+        self.stopped_at: dict[int, int] = {}
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs
+    ) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        length = input_ids.shape[1] - self.prefix
+        for row, ids in enumerate(input_ids[:, self.prefix :].tolist()):
+            if row in self.stopped_at:
+                done[row] = True
+                continue
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if any(s in text for s in self.stops):
+                self.stopped_at[row] = length
+                done[row] = True
+        return done
+
+
+def _full_prompt(request: Request) -> str:
+    system = request.params.system
+    return f"{system}\n\n{request.prompt}" if system else request.prompt
+
+
+def _sample_seed(request: Request) -> int:
+    """A stable seed (Python's hash() is salted per process) for one request's sample stream."""
+    blob = json.dumps([request.params.system, request.prompt, request.sample_index])
+    return (
+        int.from_bytes(hashlib.sha256(blob.encode("utf-8")).digest()[:8], "big")
+        & 0x7FFF_FFFF_FFFF_FFFF
+    )
+
+
+def _generated_length(tokens: list[int], eos_ids: list[int]) -> int:
+    """Tokens up to and including the first eos; everything after it is padding."""
+    for i, t in enumerate(tokens):
+        if t in eos_ids:
+            return i + 1
+    return len(tokens)
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    """The model's own end-of-sequence ids (some chat models have several); else the tokenizer's."""
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    if configured is None:
+        configured = tokenizer.eos_token_id
+    if configured is None:
+        return []
+    return [int(configured)] if isinstance(configured, int) else [int(i) for i in configured]
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

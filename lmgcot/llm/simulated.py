@@ -1,0 +1,295 @@
+"""`simulated`: a deterministic stand-in for a frozen large LM on the synthetic multi-hop dataset.
+
+It exists so that the whole method can be run and studied offline in minutes, with numbers that move
+for the right reasons. It reads prompts built by `lmgcot.prompts` (sections `Context:`, `Question:`,
+optional `Rationale:`; a prompt ending in "Let's think step by step." asks for a rationale) and parses
+facts written with the sentence templates of `lmgcot.data.synthetic.RELATIONS`.
+
+Its behaviour, by role:
+
+* **CoT teacher** (prompt ends with the CoT trigger): writes a rationale that restates the supporting
+  facts of the reasoning chain, then "So the answer is X.". With probability `error_rate` the chain is
+  corrupted: a bridge question follows a distractor entity, a comparison states a wrong value. Such
+  rationales usually end in a wrong answer, so answer filtering has work to do.
+* **Answerer with a rationale** (`Rationale:` section): it is a reliable single-hop reader but an
+  unreliable composer of hops. Facts stated in the rationale are trusted, even when they contradict the
+  context: a rationale naming the right bridge entity turns a two-hop question into a lookup (correct
+  answer); naming a wrong one leads it astray. Misspelled names are matched to the closest context
+  entity (`name_match_cutoff`), as a large LM would recover from a typo. For hops the rationale does not
+  cover, it falls back to answering without help.
+* **Answerer without help** (standard prompting, or a rationale with nothing usable): it answers
+  correctly with probability `unassisted_accuracy`, otherwise it follows a distractor chain or picks
+  the wrong option. The draw depends on the question and context only, so a useless rationale scores
+  exactly like no rationale.
+
+Randomness is a hash of (seed, prompt, temperature, sample index), so every answer is reproducible, a
+temperature of 0 ignores the sample index, and samples at temperature > 0 differ. Token counts are
+whitespace-separated words. Prompts it cannot read (another dataset, another template) raise a
+`BackendError` naming what it could not find.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass
+
+from lmgcot.data.synthetic import BRIDGES, COMPARISONS, RELATIONS, YES_NO
+from lmgcot.errors import BackendError
+from lmgcot.llm.base import Completion, LargeLM, Request
+from lmgcot.prompts import COT_TRIGGER
+
+_SECTION = re.compile(r"^(Context|Question|Rationale|Answer):[ \t]*", re.MULTILINE)
+_PARAGRAPH = re.compile(r"^\[(?P<title>[^\]]+)\]\s*(?P<body>.*)$")
+
+
+class SimulatedLargeLM(LargeLM):
+    backend = "simulated"
+
+    def __init__(
+        self,
+        model: str = "simulated-v1",
+        cache=None,
+        batch_size: int = 256,
+        error_rate: float = 0.2,
+        unassisted_accuracy: float = 0.5,
+        name_match_cutoff: float = 0.75,
+        seed: int = 0,
+    ):
+        super().__init__(model, cache=cache, batch_size=batch_size)
+        for key, value in (("error_rate", error_rate), ("unassisted_accuracy", unassisted_accuracy),
+                           ("name_match_cutoff", name_match_cutoff)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise BackendError(f"large_lm.{key}={value}: must be within [0, 1]")
+        self.error_rate = float(error_rate)
+        self.unassisted_accuracy = float(unassisted_accuracy)
+        self.name_match_cutoff = float(name_match_cutoff)
+        self.seed = int(seed)
+
+    def cache_identity(self) -> dict:
+        return {
+            "error_rate": self.error_rate,
+            "unassisted_accuracy": self.unassisted_accuracy,
+            "name_match_cutoff": self.name_match_cutoff,
+            "seed": self.seed,
+        }
+
+    def _complete(self, requests: list[Request]) -> list[Completion]:
+        out = []
+        for r in requests:
+            text = self.respond(r.prompt, r.params.temperature, r.sample_index)
+            out.append(Completion(text, len(r.prompt.split()), len(text.split())))
+        return out
+
+    def respond(self, prompt: str, temperature: float = 0.0, sample_index: int = 0) -> str:
+        task = read_prompt(prompt)
+        salt = f"{temperature}:{sample_index}" if temperature > 0 else "greedy"
+        if task.wants_rationale:
+            draw = self._uniform("teacher", prompt, salt)
+            return self._write_rationale(task, corrupt=draw < self.error_rate)
+        return self._answer(task, salt)
+
+    # -- roles ---------------------------------------------------------------------------------
+
+    def _write_rationale(self, task: _Task, corrupt: bool) -> str:
+        q = task.question_kind
+        if q.kind == "bridge":
+            start = q.entities[0]
+            bridge = task.lookup(q.relations[0], start)
+            if corrupt:
+                bridge = task.distractor(q.relations[0], start, bridge) or bridge
+            answer = task.lookup(q.relations[1], bridge) if bridge else None
+            facts = [RELATIONS[q.relations[0]].render(start, bridge or "someone unknown")]
+            if answer:
+                facts.append(RELATIONS[q.relations[1]].render(bridge, answer))
+            return " ".join(facts) + f" So the answer is {answer or 'unknown'}."
+        values = [task.lookup(q.relations[0], e) for e in q.entities]
+        if corrupt and all(values):
+            i = int(self._uniform("which", task.question) * 2)
+            values[i] = task.wrong_value(q.relations[0], values[i], self._uniform("val", task.question))
+        facts = [RELATIONS[q.relations[0]].render(e, v or "unknown") for e, v in zip(q.entities, values)]
+        answer = _decide(q, values) or "unknown"
+        return " ".join(facts) + f" So the answer is {answer}."
+
+    def _answer(self, task: _Task, salt: str) -> str:
+        q = task.question_kind
+        stated = task.rationale_facts(self.name_match_cutoff)
+        # Whether the model composes hops correctly on its own depends only on what it was asked.
+        lucky = self._uniform("unassisted", task.question, task.context_text) < self.unassisted_accuracy
+        if q.kind == "bridge":
+            r1, r2 = q.relations
+            start = q.entities[0]
+            bridge = stated.get((r1, start))
+            if bridge is None:
+                truth = task.lookup(r1, start)
+                bridge = truth if lucky else (task.distractor(r1, start, truth) or truth)
+            answer = task.lookup(r2, bridge) if bridge else None
+            if answer is None:
+                answer = stated.get((r2, bridge))
+            return answer or "unknown"
+        values = [stated.get((q.relations[0], e)) for e in q.entities]
+        if all(v is not None for v in values):
+            return _decide(q, values) or "unknown"
+        truth = _decide(q, [task.lookup(q.relations[0], e) for e in q.entities])
+        if truth is None:
+            return "unknown"
+        return truth if lucky else _other_option(q, truth)
+
+    def _uniform(self, *parts: str) -> float:
+        digest = hashlib.sha256("\x1f".join((str(self.seed), *parts)).encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+
+# -- reading prompts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Question:
+    kind: str  # bridge | comparison | yes_no
+    relations: tuple[str, ...]
+    entities: tuple[str, ...]
+
+
+def _question_patterns():
+    pats = []
+    for template, r1, r2 in BRIDGES:
+        pats.append(("bridge", (r1, r2), template))
+    for template, rel in COMPARISONS:
+        pats.append(("comparison", (rel,), template))
+    for template, rel in YES_NO:
+        pats.append(("yes_no", (rel,), template))
+    compiled = []
+    for kind, rels, template in pats:
+        rx = re.escape(template).replace(r"\{x\}", "(?P<x>.+?)").replace(r"\{y\}", "(?P<y>.+?)")
+        compiled.append((kind, rels, re.compile("^" + rx + "$")))
+    return compiled
+
+
+_QUESTIONS = _question_patterns()
+
+
+class _Task:
+    """A parsed prompt: the facts in its context, the question, and any rationale."""
+
+    def __init__(self, context_text: str, question: str, rationale: str | None, wants_rationale: bool):
+        self.context_text = context_text
+        self.question = question
+        self.rationale = rationale
+        self.wants_rationale = wants_rationale
+        self.facts: dict[tuple[str, str], str] = {}
+        self.order: list[tuple[str, str, str]] = []
+        for line in context_text.splitlines():
+            m = _PARAGRAPH.match(line.strip())
+            body = m.group("body") if m else line
+            for rel, s, o in parse_facts(body):
+                self.facts.setdefault((rel, s), o)
+                self.order.append((rel, s, o))
+        self.question_kind = _parse_question(question)
+        if not self.facts:
+            raise BackendError(
+                "simulated large LM: no fact in the prompt's context follows the synthetic dataset's "
+                "templates; it can only serve dataset=synthetic"
+            )
+
+    @property
+    def entities(self) -> list[str]:
+        seen = {}
+        for _, s, o in self.order:
+            seen.setdefault(s, None)
+            seen.setdefault(o, None)
+        return list(seen)
+
+    def lookup(self, relation: str, subject: str | None) -> str | None:
+        return self.facts.get((relation, subject)) if subject else None
+
+    def distractor(self, relation: str, subject: str, truth: str | None) -> str | None:
+        """The object of another fact with the same relation: where a lost reader ends up."""
+        for rel, s, o in self.order:
+            if rel == relation and s != subject and o != truth:
+                return o
+        return None
+
+    def wrong_value(self, relation: str, value: str, u: float) -> str:
+        if value.isdigit():
+            return str(int(value) + (1 if u < 0.5 else -1) * (10 + int(u * 40)))
+        others = [o for rel, _, o in self.order if rel == relation and o != value]
+        return others[int(u * len(others))] if others else value
+
+    def rationale_facts(self, cutoff: float) -> dict[tuple[str, str], str]:
+        """Facts stated in the rationale, names snapped to the closest context entity."""
+        if not self.rationale:
+            return {}
+        known = self.entities
+        out: dict[tuple[str, str], str] = {}
+        for rel, s, o in parse_facts(self.rationale):
+            s2 = _closest(s, known, cutoff)
+            if s2 is None:
+                continue
+            o2 = o if o.isdigit() else (_closest(o, known, cutoff) or o)
+            out.setdefault((rel, s2), o2)
+        return out
+
+
+def read_prompt(prompt: str) -> _Task:
+    """Split a prompt into its sections; refuse prompts this simulator cannot read."""
+    sections: dict[str, str] = {}
+    marks = list(_SECTION.finditer(prompt))
+    for m, nxt in zip(marks, marks[1:] + [None]):
+        end = nxt.start() if nxt else len(prompt)
+        sections.setdefault(m.group(1), prompt[m.end() : end].strip())
+    for needed in ("Context", "Question"):
+        if needed not in sections:
+            raise BackendError(f"simulated large LM: the prompt has no '{needed}:' section")
+    wants_rationale = prompt.rstrip().endswith(COT_TRIGGER)
+    return _Task(sections["Context"], sections["Question"], sections.get("Rationale"), wants_rationale)
+
+
+def parse_facts(text: str) -> list[tuple[str, str, str]]:
+    """(relation, subject, object) for every sentence that follows a synthetic template."""
+    out = []
+    for sentence in re.split(r"(?<=\.)\s+", text.strip()):
+        sentence = sentence.strip()
+        for rel in RELATIONS.values():
+            m = rel.pattern.match(sentence)
+            if m:
+                out.append((rel.name, m.group("s").strip(), m.group("o").strip().rstrip(".")))
+                break
+    return out
+
+
+def _parse_question(question: str) -> _Question:
+    for kind, rels, rx in _QUESTIONS:
+        m = rx.match(question.strip())
+        if m:
+            ents = tuple(v for v in (m.groupdict().get("x"), m.groupdict().get("y")) if v)
+            return _Question(kind, rels, ents)
+    raise BackendError(
+        f"simulated large LM: cannot read the question {question[:80]!r}; it only understands the "
+        "synthetic dataset's question templates (dataset=synthetic)"
+    )
+
+
+def _decide(q: _Question, values: list[str | None]) -> str | None:
+    if any(v is None for v in values):
+        return None
+    if q.kind == "yes_no":
+        return "yes" if values[0] == values[1] else "no"
+    try:
+        a, b = (int(v) for v in values)  # type: ignore[arg-type]
+    except ValueError:
+        return None
+    return q.entities[0] if a < b else q.entities[1]
+
+
+def _other_option(q: _Question, truth: str) -> str:
+    if q.kind == "yes_no":
+        return "no" if truth == "yes" else "yes"
+    return q.entities[1] if truth == q.entities[0] else q.entities[0]
+
+
+def _closest(name: str, known: list[str], cutoff: float) -> str | None:
+    if name in known:
+        return name
+    match = difflib.get_close_matches(name, known, n=1, cutoff=cutoff)
+    return match[0] if match else None
