@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -150,6 +152,15 @@ def test_settings_are_validated_and_resolved():
     assert HFLargeLM("m", dtype="bfloat16").cache_identity() == {"dtype": "bfloat16"}
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_auto_settings_on_gpu_sample_reproducibly(model_dirs):
+    lm = HFLargeLM(model_dirs["causal"])
+    assert lm.resolved_device() == "cuda"
+    params = GenerationParams(max_new_tokens=6, temperature=1.0)
+    first = [c.text for c in lm.generate([PROMPTS[0]], params, n=3)[0]]
+    assert [c.text for c in lm.generate([PROMPTS[0]], params, n=3)[0]] == first
+
+
 def test_truncate_at_stop_cuts_where_streaming_would_halt():
     assert truncate_at_stop("abc\n\nQ: next", ["\n\n"]) == "abc"
     assert truncate_at_stop("abc", []) == "abc"
@@ -172,4 +183,4 @@ def test_tiny_models_are_seeded_and_cli_prints_the_directory(model_dirs, tmp_pat
         tiny_main([kind, str(again)])
         assert capsys.readouterr().out.strip() == str(again)
         same = (again / "model.safetensors").read_bytes()
-        assert same == open(f"{model_dirs[kind]}/model.safetensors", "rb").read()
+        assert same == Path(model_dirs[kind], "model.safetensors").read_bytes()

@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from tqdm.auto import tqdm
+
 from lmgcot.llm.cache import CallCache, cache_key
 
 
@@ -107,6 +109,13 @@ class LargeLM(ABC):
         hits = len(requests) - len(missing)
         self.usage.cache_hits += hits
         stage["cache_hits"] += hits
+        bar = tqdm(
+            total=len(missing),
+            desc=f"large LM {self._stage}",
+            unit="call",
+            disable=len(missing) <= self.batch_size,
+            mininterval=2.0,
+        )
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start : start + self.batch_size]
             t0 = time.perf_counter()
@@ -131,6 +140,8 @@ class LargeLM(ABC):
             self.usage.seconds += elapsed
             stage["calls"] += len(chunk)
             stage["seconds"] += elapsed
+            bar.update(len(chunk))
+        bar.close()
         return results  # type: ignore[return-value]
 
     def _key(self, request: Request) -> str:
@@ -142,6 +153,9 @@ class LargeLM(ABC):
             sample_index=request.sample_index,
             extra=self.cache_identity(),
         )
+
+    def check_prompt(self, prompt: str) -> None:
+        """Raise `BackendError` if this backend cannot serve such prompts (checked before any work)."""
 
     def cache_identity(self) -> dict:
         """Backend settings beyond the model name that change completions (part of the cache key)."""

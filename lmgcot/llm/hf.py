@@ -144,6 +144,10 @@ class HFLargeLM(LargeLM):
             truncation=self.max_input_tokens is not None,
             max_length=self.max_input_tokens,
         )["input_ids"]
+        if not self._seq2seq and any(len(ids) == 0 for ids in encoded):
+            raise BackendError(
+                f"hf large LM {self.model!r}: a causal model needs a non-empty prompt"
+            )
         results: list[Completion | None] = [None] * len(requests)
         groups: dict[GenerationParams, list[int]] = {}
         for i, r in enumerate(requests):
@@ -164,8 +168,7 @@ class HFLargeLM(LargeLM):
         self, requests: list[Request], input_ids: list[list[int]], params: GenerationParams
     ) -> list[Completion]:
         tok, model = self._tokenizer, self._hf_model
-        batch = tok.pad({"input_ids": input_ids}, padding=True, return_tensors="pt")
-        batch = {k: v.to(model.device) for k, v in batch.items()}
+        batch = _pad(input_ids, tok.pad_token_id, left=not self._seq2seq, device=model.device)
         # Seq2seq outputs start with the decoder start token; causal ones with the padded prompt.
         prefix = 1 if self._seq2seq else batch["input_ids"].shape[1]
         processors = LogitsProcessorList()
@@ -273,6 +276,20 @@ def _sample_seed(request: Request) -> int:
         int.from_bytes(hashlib.sha256(blob.encode("utf-8")).digest()[:8], "big")
         & 0x7FFF_FFFF_FFFF_FFFF
     )
+
+
+def _pad(
+    input_ids: list[list[int]], pad_id: int, left: bool, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """A padded batch and attention mask, built here so no tokenizer-specific extras creep in."""
+    width = max(len(ids) for ids in input_ids)
+    ids = torch.full((len(input_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(input_ids), width), dtype=torch.long)
+    for row, seq in enumerate(input_ids):
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, span] = torch.tensor(seq, dtype=torch.long)
+        mask[row, span] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
 def _generated_length(tokens: list[int], eos_ids: list[int]) -> int:

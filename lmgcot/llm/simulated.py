@@ -75,6 +75,9 @@ class SimulatedLargeLM(LargeLM):
             "seed": self.seed,
         }
 
+    def check_prompt(self, prompt: str) -> None:
+        read_prompt(prompt)
+
     def _complete(self, requests: list[Request]) -> list[Completion]:
         out = []
         for r in requests:

@@ -1,0 +1,38 @@
+"""The `lmgcot` command: a thin Hydra entry point around `lmgcot.pipeline.run`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from lmgcot.errors import LmgcotError
+
+# The repository's conf/ (the package is installed editable, see README).
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def _main(cfg: DictConfig) -> float | None:
+    from lmgcot.pipeline import run  # heavy imports after Hydra has parsed --help / --cfg
+
+    try:
+        results = run(cfg)
+    except LmgcotError as err:
+        logging.getLogger("lmgcot").error("%s", err)
+        print(f"lmgcot: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    # A scalar for Hydra sweepers to optimise: the best guided method's EM.
+    ems = [m["em"] for name, m in results["methods"].items() if name.startswith("lm_guided")]
+    return max(ems) if ems else None
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()

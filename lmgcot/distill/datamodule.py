@@ -1,0 +1,113 @@
+"""Tokenised (student input -> target text) pairs with dynamic padding and length-grouped batches."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from transformers import PreTrainedTokenizerBase
+
+# Padding to a multiple of this keeps the number of distinct tensor shapes small; on CPU each new
+# shape pays a one-off kernel set-up that otherwise dominates small-model step time.
+PAD_MULTIPLE = 32
+
+
+class RationaleDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        train_pairs: list[tuple[str, str]],
+        val_pairs: list[tuple[str, str]],
+        max_source_length: int,
+        max_target_length: int,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        group_by_length: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not train_pairs:
+            raise ValueError("no training pairs: the teacher stage kept no rationale")
+        self.tokenizer = tokenizer
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.group_by_length, self.num_workers, self.seed = group_by_length, num_workers, seed
+        self.train = PairDataset(tokenizer, train_pairs, max_source_length, max_target_length)
+        self.val = PairDataset(tokenizer, val_pairs, max_source_length, max_target_length)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.group_by_length:
+            sampler = LengthGroupedBatchSampler(self.train.lengths, self.batch_size, self.seed)
+            return DataLoader(self.train, batch_sampler=sampler, collate_fn=self.collate,
+                              num_workers=self.num_workers)
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True,
+                          collate_fn=self.collate, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        order = sorted(range(len(self.val)), key=lambda i: -self.val.lengths[i])
+        return DataLoader(torch.utils.data.Subset(self.val, order), batch_size=self.eval_batch_size,
+                          collate_fn=self.collate, num_workers=self.num_workers)
+
+    def collate(self, items: list[dict]) -> dict:
+        return collate_pairs(items, self.tokenizer.pad_token_id)
+
+
+class PairDataset(Dataset):
+    """Tokenised once up front; truncation keeps the first tokens (question first, then context)."""
+
+    def __init__(self, tokenizer, pairs, max_source_length: int, max_target_length: int):
+        sources = tokenizer([s for s, _ in pairs], truncation=True, max_length=max_source_length)
+        targets = tokenizer([t for _, t in pairs], truncation=True, max_length=max_target_length)
+        self.input_ids = sources["input_ids"]
+        self.labels = targets["input_ids"]
+        self.lengths = [len(a) + len(b) for a, b in zip(self.input_ids, self.labels)]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+
+
+def collate_pairs(items: list[dict], pad_id: int) -> dict:
+    """Pad inputs with `pad_id` and labels with -100 (ignored by the loss)."""
+    input_ids = pad_to_multiple([x["input_ids"] for x in items], pad_id)
+    labels = pad_to_multiple([x["labels"] for x in items], -100)
+    return {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long(), "labels": labels}
+
+
+def pad_to_multiple(seqs: list[list[int]], value: int, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
+    width = max(len(s) for s in seqs)
+    width = -(-width // multiple) * multiple
+    out = torch.full((len(seqs), width), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffle, cut into mega-batches of 50 batches, sort each by length, then shuffle the batches:
+    similar lengths share a batch (little padding) while the order stays random. Seeded per epoch."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, mega: int = 50):
+        self.lengths, self.batch_size, self.seed, self.mega = lengths, batch_size, seed, mega
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(f"{self.seed}:{self.epoch}")
+        self.epoch += 1
+        idx = list(range(len(self.lengths)))
+        rng.shuffle(idx)
+        span = self.batch_size * self.mega
+        batches = []
+        for start in range(0, len(idx), span):
+            chunk = sorted(idx[start : start + span], key=lambda i: -self.lengths[i])
+            batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)

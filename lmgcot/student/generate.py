@@ -1,0 +1,60 @@
+"""Rationale generation with the student: greedy or k samples per input, batched by length."""
+
+from __future__ import annotations
+
+import torch
+
+from lmgcot.distill.datamodule import pad_to_multiple
+from lmgcot.student.models import Student
+
+
+@torch.inference_mode()
+def generate_rationales(
+    student: Student,
+    inputs: list[str],
+    num_samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress=None,
+) -> list[list[str]]:
+    """`num_samples` rationales per input (greedy when temperature is 0). Inputs are sorted by
+    length so batches carry little padding; results come back in input order. Seeded."""
+    model, tok = student.model, student.tokenizer
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    encoded = tok(inputs, truncation=True, max_length=student.max_source_length)["input_ids"]
+    order = sorted(range(len(inputs)), key=lambda i: -len(encoded[i]))
+    out: list[list[str]] = [[] for _ in inputs]
+    sampling = temperature > 0
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            ids = pad_to_multiple([encoded[i] for i in idx], tok.pad_token_id).to(device)
+            # One seed per batch drawn from a seeded stream: reproducible whatever ran before.
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            if sampling:
+                # No top-k truncation: samples follow the student's full distribution.
+                kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                              num_return_sequences=num_samples)
+            else:
+                kwargs = dict(do_sample=False)
+            seqs = model.generate(
+                input_ids=ids,
+                attention_mask=(ids != tok.pad_token_id).long(),
+                max_new_tokens=student.max_target_length,
+                **kwargs,
+            )
+            texts = [t.strip() for t in tok.batch_decode(seqs, skip_special_tokens=True)]
+            per = num_samples if sampling else 1
+            for j, i in enumerate(idx):
+                # Greedy decoding gives one answer; k greedy "samples" are copies of it.
+                out[i] = texts[j * per : (j + 1) * per] * (1 if sampling else num_samples)
+            if progress is not None:
+                progress(len(idx))
+    finally:
+        model.train(was_training)
+    return out
