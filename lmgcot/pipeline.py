@@ -187,7 +187,6 @@ def stage_distill(ctx: RunContext) -> None:
         for old in ckpt_dir.glob("*.ckpt"):
             old.unlink()
     _write_meta(out_dir, {"fingerprint": fp, "done": False})
-    student = _build_student(cfg)
     t = cfg.teacher
     pairs = {
         split: training_pairs(
@@ -198,6 +197,8 @@ def stage_distill(ctx: RunContext) -> None:
         )
         for split, examples in (("train", ctx.splits.train), ("val", ctx.splits.val))
     }
+    # A from-scratch tokenizer (student.tokenizer=bpe) learns its vocabulary from the training pairs.
+    student = _build_student(cfg, corpus=[text for pair in pairs["train"] for text in pair])
     d = cfg.distill
     datamodule = RationaleDataModule(
         student.tokenizer,
@@ -268,13 +269,13 @@ def stage_evaluate(ctx: RunContext) -> None:
         raise ConfigError(f"evaluation.methods: unknown {unknown}; allowed: {list(METHODS)}")
     examples = ctx.splits.test
     eval_dir = ctx.run_dir / "eval"
-    base_fp = fingerprint(cfg, "dataset", "large_lm", "prompt", "evaluation", "seed")
+    base_fp = fingerprint(cfg, "dataset", "large_lm", "prompt", "seed")
     student_fp = _meta(ctx.run_dir / "distill").get("fingerprint", "")
     student: Student | None = None
     samples = []
     for method in wanted:
         uses_student = method.startswith("lm_guided")
-        fp = _hash(base_fp, method, student_fp if uses_student else "")
+        fp = _hash(base_fp, method, student_fp if uses_student else "", _method_settings(method, e))
         path = eval_dir / f"{method}.jsonl"
         if _meta(eval_dir).get(method) == fp and path.exists() and not cfg.force:
             preds = [M.Prediction(**r) for r in read_jsonl(path)]
@@ -298,6 +299,18 @@ STAGE_FUNCS: dict[str, Callable[[RunContext], None]] = {
     "distill": stage_distill,
     "evaluate": stage_evaluate,
 }
+
+
+def _method_settings(method: str, e: DictConfig) -> str:
+    """The evaluation settings that change a method's predictions (its artifact fingerprint)."""
+    keys = {
+        "standard": ["answer_max_new_tokens"],
+        "cot": ["answer_max_new_tokens", "cot_max_new_tokens"],
+        "lm_guided_kd": ["answer_max_new_tokens"],
+        "lm_guided_kd_sc": ["answer_max_new_tokens", "self_consistency"],
+    }[method]
+    return json.dumps({k: OmegaConf.to_container(e[k]) if isinstance(e[k], DictConfig) else e[k]
+                       for k in keys}, sort_keys=True)
 
 
 def _predict(method: str, examples, ctx: RunContext, student: Student | None) -> list[M.Prediction]:
@@ -370,7 +383,9 @@ def build_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
-def _build_student(cfg: DictConfig, pretrained: str | None = None) -> Student:
+def _build_student(
+    cfg: DictConfig, pretrained: str | None = None, corpus: list[str] | None = None
+) -> Student:
     s = cfg.student
     arch = OmegaConf.to_container(s.architecture) if s.get("architecture") else None
     try:
@@ -380,8 +395,13 @@ def _build_student(cfg: DictConfig, pretrained: str | None = None) -> Student:
             max_source_length=int(s.max_source_length),
             max_target_length=int(s.max_target_length),
             architecture=arch,
+            tokenizer=s.get("tokenizer", "byt5"),
+            vocab_size=int(s.get("vocab_size", 1000)),
+            corpus=corpus,
             seed=int(cfg.seed),
         )
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     except OSError as err:
         where = pretrained or s.get("pretrained")
         raise ConfigError(

@@ -140,7 +140,7 @@ class SimulatedLargeLM(LargeLM):
         return truth if lucky else _other_option(q, truth)
 
     def _uniform(self, *parts: str) -> float:
-        digest = hashlib.sha256("\x1f".join((str(self.seed), *parts)).encode("utf-8")).digest()
+        digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
 
 

@@ -34,7 +34,8 @@ _VISIBLE_IDS = [ord("\n") + 3, *range(32 + 3, 127 + 3)]
 
 def save_tiny_seq2seq(path: str | Path, seed: int = 0) -> str:
     """Write a tiny T5 + ByT5 tokenizer to `path`; the same seed writes the same weights."""
-    tokenizer, model = build_tiny_t5(TINY_T5, seed=seed)
+    tokenizer = ByT5Tokenizer()
+    model = build_tiny_t5(TINY_T5, tokenizer, seed=seed)
     _visible_text_head(model, seed)
     model.generation_config = GenerationConfig(
         pad_token_id=tokenizer.pad_token_id,

@@ -1,0 +1,66 @@
+"""Shared fixtures: Hydra configs composed for fast, offline, CPU-only tests in tmp dirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from lmgcot.cli import CONFIG_DIR
+
+# Never reach for the network, whatever the developer's environment says.
+os.environ["WANDB_MODE"] = "offline"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.pop("WANDB_API_KEY", None)
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Sizes for the synthetic dataset (skipped when a test picks another dataset).
+SMALL_SYNTHETIC = ["dataset.n_train=16", "dataset.n_val=4", "dataset.n_test=8"]
+
+# A student small enough that a few training steps take well under a second.
+TINY_STUDENT = [
+    "student.architecture.d_model=32",
+    "student.architecture.d_ff=64",
+    "student.architecture.d_kv=8",
+    "student.architecture.num_heads=2",
+    "student.architecture.num_layers=1",
+    "student.architecture.num_decoder_layers=1",
+    "student.max_target_length=24",
+]
+
+FAST = [
+    "trainer.max_epochs=3",
+    "distill.batch_size=4",
+    "trainer.max_steps=3",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "evaluation.self_consistency.k=2",
+    "print_results=false",
+]
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path):
+    """compose_cfg(*overrides) -> DictConfig rooted in tmp_path (outputs, cache, run dir)."""
+
+    def _compose(*overrides: str, fast: bool = True, run_dir: Path | None = None):
+        base = [
+            f"paths.output_dir={tmp_path / 'outputs'}",
+            f"paths.run_dir={run_dir or tmp_path / 'run'}",
+            "distill.num_workers=0",
+            "trainer.accelerator=cpu",
+        ]
+        extra = (TINY_STUDENT + FAST) if fast else []
+        if fast and not any(o.startswith("dataset=") for o in overrides):
+            extra += SMALL_SYNTHETIC
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose("config", overrides=base + extra + list(overrides))
+
+    yield _compose
+    GlobalHydra.instance().clear()

@@ -1,0 +1,64 @@
+"""End-to-end pipeline runs on tiny configs: the results contract, resuming, and the call cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmgcot.errors import BackendError, ConfigError
+from lmgcot.pipeline import run
+
+
+def test_offline_default_runs_end_to_end_and_writes_results(compose_cfg, tmp_path):
+    results = run(compose_cfg())
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["methods"] == results["methods"]
+    assert list(results["methods"]) == ["standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"]
+    for m in results["methods"].values():
+        assert 0.0 <= m["em"] <= m["f1"] + 1e-9 <= 1.0 + 1e-9
+        assert m["n"] == 8
+    assert 0.0 < results["methods"]["lm_guided_kd_sc"]["vote_share"] <= 1.0
+    llm = results["llm"]
+    assert llm["calls"] > 0 and llm["input_tokens"] > 0 and llm["output_tokens"] > 0
+    assert set(llm) >= {"calls", "cache_hits", "input_tokens", "output_tokens", "cost_usd"}
+    assert "rationale_quality" in results
+    assert results["teacher"]["train"]["rationales"] == 16
+    assert results["distill"]["steps"] == 3
+    samples = [json.loads(x) for x in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert {s["method"] for s in samples} == set(results["methods"])
+    assert (tmp_path / "run" / "distill" / "student" / "config.json").exists()
+
+
+def test_second_run_pays_for_no_call_and_reuses_stages(compose_cfg, tmp_path):
+    first = run(compose_cfg())
+    # A new run directory: every large-LM call is answered by the shared cache.
+    again = run(compose_cfg(run_dir=tmp_path / "run2"))
+    assert again["llm"]["calls"] == 0
+    assert again["llm"]["cache_hits"] == first["llm"]["calls"] + first["llm"]["cache_hits"]
+    assert again["methods"] == first["methods"]
+    # The same run directory with only the evaluate stage reuses the stored predictions.
+    evaluated = run(compose_cfg("stages=[evaluate]"))
+    assert evaluated["methods"] == first["methods"]
+    assert evaluated["llm"]["calls"] == 0 and evaluated["llm"]["cache_hits"] == 0
+
+
+def test_changed_evaluation_config_redoes_only_that(compose_cfg):
+    run(compose_cfg())
+    redone = run(compose_cfg("stages=[evaluate]", "evaluation.self_consistency.k=3"))
+    assert redone["methods"]["lm_guided_kd_sc"]["n"] == 8
+    # Three fresh guided calls per test question for the new k; the other methods are reused.
+    assert redone["llm"]["calls"] + redone["llm"]["cache_hits"] == 8 * 3
+
+
+def test_evaluate_alone_without_a_student_is_one_clear_error(compose_cfg):
+    with pytest.raises(ConfigError, match="distilled student"):
+        run(compose_cfg("stages=[evaluate]"))
+
+
+def test_simulated_large_lm_refuses_a_dataset_it_cannot_read(compose_cfg):
+    from lmgcot.data.official import SAMPLES_DIR
+
+    cfg = compose_cfg("dataset=hotpotqa", f"dataset.path={SAMPLES_DIR / 'hotpotqa_sample.json'}")
+    with pytest.raises(BackendError, match="synthetic"):
+        run(cfg)
