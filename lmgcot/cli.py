@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -22,7 +21,6 @@ def _main(cfg: DictConfig) -> float | None:
     try:
         results = run(cfg)
     except LmgcotError as err:
-        logging.getLogger("lmgcot").error("%s", err)
         print(f"lmgcot: error: {err}", file=sys.stderr)
         sys.exit(2)
     # A scalar for Hydra sweepers to optimise: the best guided method's EM.

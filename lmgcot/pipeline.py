@@ -40,7 +40,7 @@ from lmgcot.llm.base import LargeLM
 from lmgcot.llm.cache import CallCache
 from lmgcot.prompts import PromptTemplates
 from lmgcot.student.generate import generate_rationales as student_rationales
-from lmgcot.student.models import Student, build_student
+from lmgcot.student.models import TOKENIZERS, Student, build_student
 from lmgcot.utils.io import read_json, read_jsonl, replace_dir, write_json, write_jsonl
 
 log = logging.getLogger("lmgcot")
@@ -57,6 +57,7 @@ def run(cfg: DictConfig) -> dict:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     stages = _check_stages(cfg)
+    _check_settings(cfg)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -158,8 +159,13 @@ def stage_teacher(ctx: RunContext) -> None:
         kept = training_pairs(examples, rationales, ctx.prompts, bool(t.filter_correct))
         stats[split] = teacher_stats(rationales, len(kept))
         write_jsonl(out_dir / f"{split}.jsonl", (r.to_dict() for r in rationales))
-        log.info("teacher: %s: %d rationales, %.1f%% correct, %d kept", split,
-                 len(rationales), 100 * stats[split]["correct_share"], len(kept))
+        log.info(
+            "teacher: %s: %d rationales, %.1f%% correct, %d kept",
+            split,
+            len(rationales),
+            100 * stats[split]["correct_share"],
+            len(kept),
+        )
     write_json(out_dir / "stats.json", stats)
     _mark_done(out_dir, fp)
     ctx.teacher = stats
@@ -169,8 +175,9 @@ def stage_distill(ctx: RunContext) -> None:
     """Fine-tune the student on the kept teacher rationales; export it to distill/student."""
     cfg = ctx.cfg
     out_dir = ctx.run_dir / "distill"
-    fp = fingerprint(cfg, "dataset", "large_lm", "prompt", "teacher", "student", "distill",
-                     "trainer", "seed")
+    fp = fingerprint(
+        cfg, "dataset", "large_lm", "prompt", "teacher", "student", "distill", "trainer", "seed"
+    )
     if _reusable(out_dir, fp, cfg.force):
         ctx.distill = read_json(out_dir / "summary.json")
         log.info("distill: reusing %s", out_dir)
@@ -264,9 +271,6 @@ def stage_evaluate(ctx: RunContext) -> None:
     cfg = ctx.cfg
     e = cfg.evaluation
     wanted = list(e.methods)
-    unknown = [m for m in wanted if m not in METHODS]
-    if unknown:
-        raise ConfigError(f"evaluation.methods: unknown {unknown}; allowed: {list(METHODS)}")
     examples = ctx.splits.test
     eval_dir = ctx.run_dir / "eval"
     base_fp = fingerprint(cfg, "dataset", "large_lm", "prompt", "seed")
@@ -287,8 +291,12 @@ def stage_evaluate(ctx: RunContext) -> None:
             write_jsonl(path, (p.to_dict() for p in preds))
             _write_meta(eval_dir, {**_meta(eval_dir), method: fp})
         ctx.methods[method] = M.summarize(preds, len(examples))
-        log.info("evaluate: %s: EM %.3f F1 %.3f", method, ctx.methods[method]["em"],
-                 ctx.methods[method]["f1"])
+        log.info(
+            "evaluate: %s: EM %.3f F1 %.3f",
+            method,
+            ctx.methods[method]["em"],
+            ctx.methods[method]["f1"],
+        )
         for p in preds[: int(e.num_examples_saved)]:
             samples.append({"method": method, **p.to_dict()})
     write_jsonl(ctx.run_dir / "samples.jsonl", samples)
@@ -309,8 +317,10 @@ def _method_settings(method: str, e: DictConfig) -> str:
         "lm_guided_kd": ["answer_max_new_tokens"],
         "lm_guided_kd_sc": ["answer_max_new_tokens", "self_consistency"],
     }[method]
-    return json.dumps({k: OmegaConf.to_container(e[k]) if isinstance(e[k], DictConfig) else e[k]
-                       for k in keys}, sort_keys=True)
+    return json.dumps(
+        {k: OmegaConf.to_container(e[k]) if isinstance(e[k], DictConfig) else e[k] for k in keys},
+        sort_keys=True,
+    )
 
 
 def _predict(method: str, examples, ctx: RunContext, student: Student | None) -> list[M.Prediction]:
@@ -331,11 +341,6 @@ def _predict(method: str, examples, ctx: RunContext, student: Student | None) ->
         )
     else:
         sc = e.self_consistency
-        if int(sc.k) < 1 or float(sc.temperature) <= 0:
-            raise ConfigError(
-                f"evaluation.self_consistency: k={sc.k}, temperature={sc.temperature}: need k >= 1 "
-                "and temperature > 0 (samples at temperature 0 are all the same)"
-            )
         rationales = student_rationales(
             student,
             inputs,
@@ -428,7 +433,9 @@ def fingerprint(cfg: DictConfig, *keys: str) -> str:
     parts = {}
     for k in keys:
         node = cfg.get(k)
-        parts[k] = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        parts[k] = (
+            OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        )
     return _hash(json.dumps(parts, sort_keys=True, default=str))
 
 
@@ -469,6 +476,38 @@ def _check_stages(cfg: DictConfig) -> list[str]:
     if unknown or not stages:
         raise ConfigError(f"stages={stages}: choose from {list(STAGES)} (in that order)")
     return sorted(stages, key=STAGES.index)
+
+
+def _check_settings(cfg: DictConfig) -> None:
+    """Values that would otherwise fail only after minutes of work, checked before any."""
+    e, t, d = cfg.evaluation, cfg.teacher, cfg.distill
+    unknown = [m for m in e.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"evaluation.methods: unknown {unknown}; allowed: {list(METHODS)}")
+    sc = e.self_consistency
+    if int(sc.k) < 1 or float(sc.temperature) <= 0:
+        raise ConfigError(
+            f"evaluation.self_consistency: k={sc.k}, temperature={sc.temperature}: need k >= 1 and "
+            "temperature > 0 (samples at temperature 0 are all the same)"
+        )
+    if int(t.num_samples) < 1:
+        raise ConfigError(f"teacher.num_samples={t.num_samples}: must be >= 1")
+    if float(t.temperature) < 0 or not 0 < float(t.top_p) <= 1:
+        raise ConfigError(
+            f"teacher.temperature={t.temperature}, teacher.top_p={t.top_p}: need temperature >= 0 "
+            "and 0 < top_p <= 1"
+        )
+    s = cfg.student
+    if not s.get("pretrained") and s.get("tokenizer", "byt5") not in TOKENIZERS:
+        raise ConfigError(
+            f"student.tokenizer={s.tokenizer!r}: allowed values are {list(TOKENIZERS)}"
+        )
+    for key in ("batch_size", "eval_batch_size"):
+        if int(d[key]) < 1:
+            raise ConfigError(f"distill.{key}={d[key]}: must be >= 1")
+    for key in ("answer_max_new_tokens", "cot_max_new_tokens", "student_batch_size"):
+        if int(e[key]) < 1:
+            raise ConfigError(f"evaluation.{key}={e[key]}: must be >= 1")
 
 
 def _check_splits(splits: Splits, stages: list[str], cfg: DictConfig) -> None:

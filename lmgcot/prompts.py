@@ -39,7 +39,9 @@ class PromptTemplates:
 
     def context(self, example: Example, paragraph_sep: str = "\n") -> str:
         paragraphs = (
-            example.supporting_paragraphs() if self.context_mode == "supporting" else example.context
+            example.supporting_paragraphs()
+            if self.context_mode == "supporting"
+            else example.context
         )
         text = paragraph_sep.join(render_paragraph(p) for p in paragraphs)
         if self.max_context_chars is not None and len(text) > self.max_context_chars:

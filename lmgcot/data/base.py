@@ -54,7 +54,9 @@ class QADataset(ABC):
         n = len(pool)
         n_train = round(n * self.split_fractions[0])
         n_val = round(n * self.split_fractions[1])
-        return self.cap(Splits(pool[:n_train], pool[n_train : n_train + n_val], pool[n_train + n_val :]))
+        return self.cap(
+            Splits(pool[:n_train], pool[n_train : n_train + n_val], pool[n_train + n_val :])
+        )
 
     def cap(self, splits: Splits) -> Splits:
         def take(xs, k):

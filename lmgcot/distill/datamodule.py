@@ -41,15 +41,28 @@ class RationaleDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.group_by_length:
             sampler = LengthGroupedBatchSampler(self.train.lengths, self.batch_size, self.seed)
-            return DataLoader(self.train, batch_sampler=sampler, collate_fn=self.collate,
-                              num_workers=self.num_workers)
-        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True,
-                          collate_fn=self.collate, num_workers=self.num_workers)
+            return DataLoader(
+                self.train,
+                batch_sampler=sampler,
+                collate_fn=self.collate,
+                num_workers=self.num_workers,
+            )
+        return DataLoader(
+            self.train,
+            batch_size=self.batch_size,
+            shuffle=True,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         order = sorted(range(len(self.val)), key=lambda i: -self.val.lengths[i])
-        return DataLoader(torch.utils.data.Subset(self.val, order), batch_size=self.eval_batch_size,
-                          collate_fn=self.collate, num_workers=self.num_workers)
+        return DataLoader(
+            torch.utils.data.Subset(self.val, order),
+            batch_size=self.eval_batch_size,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+        )
 
     def collate(self, items: list[dict]) -> dict:
         return collate_pairs(items, self.tokenizer.pad_token_id)
@@ -76,10 +89,16 @@ def collate_pairs(items: list[dict], pad_id: int) -> dict:
     """Pad inputs with `pad_id` and labels with -100 (ignored by the loss)."""
     input_ids = pad_to_multiple([x["input_ids"] for x in items], pad_id)
     labels = pad_to_multiple([x["labels"] for x in items], -100)
-    return {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long(), "labels": labels}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": (input_ids != pad_id).long(),
+        "labels": labels,
+    }
 
 
-def pad_to_multiple(seqs: list[list[int]], value: int, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
+def pad_to_multiple(
+    seqs: list[list[int]], value: int, multiple: int = PAD_MULTIPLE
+) -> torch.Tensor:
     width = max(len(s) for s in seqs)
     width = -(-width // multiple) * multiple
     out = torch.full((len(seqs), width), value, dtype=torch.long)
@@ -105,7 +124,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         batches = []
         for start in range(0, len(idx), span):
             chunk = sorted(idx[start : start + span], key=lambda i: -self.lengths[i])
-            batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
+            batches += [
+                chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)
+            ]
         rng.shuffle(batches)
         return iter(batches)
 

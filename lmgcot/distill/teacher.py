@@ -44,7 +44,9 @@ def generate_rationales(
     if num_samples < 1:
         raise ValueError(f"teacher.num_samples={num_samples}: must be >= 1")
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-    completions = large_lm.generate([prompts.cot_prompt(e) for e in examples], params, n=num_samples)
+    completions = large_lm.generate(
+        [prompts.cot_prompt(e) for e in examples], params, n=num_samples
+    )
     out = []
     for example, samples in zip(examples, completions):
         for i, c in enumerate(samples):

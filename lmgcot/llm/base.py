@@ -99,12 +99,14 @@ class LargeLM(ABC):
         for i, key in enumerate(keys):
             hit = found.get(key)
             if hit is not None:
-                results[i] = Completion(hit["text"], hit["input_tokens"], hit["output_tokens"], True)
+                results[i] = Completion(
+                    hit["text"], hit["input_tokens"], hit["output_tokens"], True
+                )
             else:
                 missing.append(i)
         stage = self.usage.by_stage.setdefault(
-            self._stage, {"calls": 0, "cache_hits": 0, "input_tokens": 0, "output_tokens": 0,
-                          "seconds": 0.0}
+            self._stage,
+            {"calls": 0, "cache_hits": 0, "input_tokens": 0, "output_tokens": 0, "seconds": 0.0},
         )
         hits = len(requests) - len(missing)
         self.usage.cache_hits += hits
@@ -127,8 +129,17 @@ class LargeLM(ABC):
                 )
             if self.cache is not None:
                 self.cache.put_many(
-                    [(keys[i], {"text": c.text, "input_tokens": c.input_tokens,
-                                "output_tokens": c.output_tokens}) for i, c in zip(chunk, fresh)]
+                    [
+                        (
+                            keys[i],
+                            {
+                                "text": c.text,
+                                "input_tokens": c.input_tokens,
+                                "output_tokens": c.output_tokens,
+                            },
+                        )
+                        for i, c in zip(chunk, fresh)
+                    ]
                 )
             for i, c in zip(chunk, fresh):
                 results[i] = c

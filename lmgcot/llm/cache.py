@@ -60,7 +60,9 @@ class CallCache:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 # First writer wins: a concurrent job that computed the same call keeps one copy.
-                self._conn.executemany("INSERT OR IGNORE INTO calls (key, value) VALUES (?, ?)", rows)
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO calls (key, value) VALUES (?, ?)", rows
+                )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")

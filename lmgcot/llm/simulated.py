@@ -58,8 +58,11 @@ class SimulatedLargeLM(LargeLM):
         seed: int = 0,
     ):
         super().__init__(model, cache=cache, batch_size=batch_size)
-        for key, value in (("error_rate", error_rate), ("unassisted_accuracy", unassisted_accuracy),
-                           ("name_match_cutoff", name_match_cutoff)):
+        for key, value in (
+            ("error_rate", error_rate),
+            ("unassisted_accuracy", unassisted_accuracy),
+            ("name_match_cutoff", name_match_cutoff),
+        ):
             if not 0.0 <= float(value) <= 1.0:
                 raise BackendError(f"large_lm.{key}={value}: must be within [0, 1]")
         self.error_rate = float(error_rate)
@@ -110,8 +113,12 @@ class SimulatedLargeLM(LargeLM):
         values = [task.lookup(q.relations[0], e) for e in q.entities]
         if corrupt and all(values):
             i = int(self._uniform("which", task.question) * 2)
-            values[i] = task.wrong_value(q.relations[0], values[i], self._uniform("val", task.question))
-        facts = [RELATIONS[q.relations[0]].render(e, v or "unknown") for e, v in zip(q.entities, values)]
+            values[i] = task.wrong_value(
+                q.relations[0], values[i], self._uniform("val", task.question)
+            )
+        facts = [
+            RELATIONS[q.relations[0]].render(e, v or "unknown") for e, v in zip(q.entities, values)
+        ]
         answer = _decide(q, values) or "unknown"
         return " ".join(facts) + f" So the answer is {answer}."
 
@@ -119,7 +126,9 @@ class SimulatedLargeLM(LargeLM):
         q = task.question_kind
         stated = task.rationale_facts(self.name_match_cutoff)
         # Whether the model composes hops correctly on its own depends only on what it was asked.
-        lucky = self._uniform("unassisted", task.question, task.context_text) < self.unassisted_accuracy
+        lucky = (
+            self._uniform("unassisted", task.question, task.context_text) < self.unassisted_accuracy
+        )
         if q.kind == "bridge":
             r1, r2 = q.relations
             start = q.entities[0]
@@ -140,7 +149,7 @@ class SimulatedLargeLM(LargeLM):
         return truth if lucky else _other_option(q, truth)
 
     def _uniform(self, *parts: str) -> float:
-        digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+        digest = hashlib.sha256("\x1f".join((str(self.seed), *parts)).encode("utf-8")).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
 
 
@@ -175,7 +184,9 @@ _QUESTIONS = _question_patterns()
 class _Task:
     """A parsed prompt: the facts in its context, the question, and any rationale."""
 
-    def __init__(self, context_text: str, question: str, rationale: str | None, wants_rationale: bool):
+    def __init__(
+        self, context_text: str, question: str, rationale: str | None, wants_rationale: bool
+    ):
         self.context_text = context_text
         self.question = question
         self.rationale = rationale
@@ -245,7 +256,9 @@ def read_prompt(prompt: str) -> _Task:
         if needed not in sections:
             raise BackendError(f"simulated large LM: the prompt has no '{needed}:' section")
     wants_rationale = prompt.rstrip().endswith(COT_TRIGGER)
-    return _Task(sections["Context"], sections["Question"], sections.get("Rationale"), wants_rationale)
+    return _Task(
+        sections["Context"], sections["Question"], sections.get("Rationale"), wants_rationale
+    )
 
 
 def parse_facts(text: str) -> list[tuple[str, str, str]]:

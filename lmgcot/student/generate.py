@@ -38,8 +38,13 @@ def generate_rationales(
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
             if sampling:
                 # No top-k truncation: samples follow the student's full distribution.
-                kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-                              num_return_sequences=num_samples)
+                kwargs = dict(
+                    do_sample=True,
+                    temperature=temperature,
+                    top_p=top_p,
+                    top_k=0,
+                    num_return_sequences=num_samples,
+                )
             else:
                 kwargs = dict(do_sample=False)
             seqs = model.generate(

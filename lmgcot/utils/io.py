@@ -37,9 +37,7 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
-    return atomic_write_text(
-        path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    )
+    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
