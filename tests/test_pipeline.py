@@ -62,3 +62,53 @@ def test_simulated_large_lm_refuses_a_dataset_it_cannot_read(compose_cfg):
     cfg = compose_cfg("dataset=hotpotqa", f"dataset.path={SAMPLES_DIR / 'hotpotqa_sample.json'}")
     with pytest.raises(BackendError, match="synthetic"):
         run(cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_dir(tmp_path_factory):
+    from lmgcot.llm.tiny_models import save_tiny_seq2seq
+
+    return save_tiny_seq2seq(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.mark.parametrize("dataset,sample", [("hotpotqa", "hotpotqa_sample.json"),
+                                             ("2wiki", "2wiki_sample.json")])
+def test_official_format_dataset_with_local_hf_large_lm(compose_cfg, tmp_path, tiny_lm_dir,
+                                                        dataset, sample):
+    """The real-data path end to end: official JSON file, local transformers large LM."""
+    from lmgcot.data.official import SAMPLES_DIR
+
+    cfg = compose_cfg(
+        f"dataset={dataset}",
+        f"dataset.path={SAMPLES_DIR / sample}",
+        "dataset.split_fractions=[0.5,0.2,0.3]",
+        "dataset.max_train=12",
+        "dataset.max_val=4",
+        "dataset.max_test=6",
+        "large_lm=hf",
+        f"large_lm.model={tiny_lm_dir}",
+        "large_lm.device=cpu",
+        "large_lm.dtype=float32",
+        "teacher.max_new_tokens=16",
+        "evaluation.cot_max_new_tokens=16",
+        "evaluation.answer_max_new_tokens=8",
+        # A random large LM is never right: keep every rationale so the student has data.
+        "teacher.filter_correct=false",
+        "student.max_source_length=128",
+    )
+    results = run(cfg)
+    assert set(results["methods"]) == {"standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"}
+    assert all(m["n"] == 6 for m in results["methods"].values())
+    assert results["setup"]["large_lm"].startswith("hf:")
+    assert results["llm"]["calls"] > 0
+    assert results["teacher"]["train"]["kept_share"] == 1.0
+
+
+def test_a_stage_run_alone_is_reused_by_the_next_invocation(compose_cfg):
+    first = run(compose_cfg("stages=[teacher]"))
+    assert first["methods"] == {} and first["teacher"]["train"]["rationales"] == 16
+    rest = run(compose_cfg())
+    # The teacher's rationales come from the run directory, not from the large LM or its cache.
+    assert "teacher" not in rest["llm"]["by_stage"]
+    assert rest["teacher"] == first["teacher"]
+    assert set(rest["methods"]) == {"standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"}

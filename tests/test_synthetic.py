@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections import Counter
 
@@ -88,8 +89,11 @@ def test_different_seed_gives_different_examples() -> None:
 
 def test_splits_are_disjoint_and_ids_name_their_split() -> None:
     splits = make(seed=0, n_train=30, n_val=30, n_test=30).load_splits()
-    questions = Counter(e.question for e in all_examples(splits))
-    assert max(questions.values()) == 1
+    # Pooled names may repeat a question, never a whole example (its facts are drawn afresh).
+    examples = Counter((e.question, e.context) for e in all_examples(splits))
+    assert max(examples.values()) == 1
+    fresh = make(seed=0, n_train=30, n_val=30, n_test=30, names="fresh").load_splits()
+    assert max(Counter(e.question for e in all_examples(fresh)).values()) == 1
     for split, xs in splits.items():
         assert [e.id for e in xs] == [f"syn-{split}-{i:05d}" for i in range(len(xs))]
 
@@ -158,18 +162,7 @@ def test_single_type_mix_gives_only_that_question_form(kind: str) -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    [
-        "bridge",
-        "comparison",
-        pytest.param(
-            "yes_no",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: synthetic._yes_no labels yes/no examples type='comparison', "
-                "not 'yes_no' (the type_mix key / QUESTION_TYPES name)",
-            ),
-        ),
-    ],
+    ["bridge", "comparison", "yes_no"],
 )
 def test_single_type_mix_labels_examples_with_that_type(kind: str) -> None:
     ds = SyntheticMultiHop(n_train=0, n_val=0, n_test=30, seed=2, type_mix={kind: 1.0})
@@ -283,6 +276,29 @@ def test_names_are_distinct_within_an_example(default_test_split) -> None:
         for name in entities:
             for word in _invented_words(name):
                 assert owner.setdefault(word, name) == name, (e.id, word, name, owner[word])
+
+
+class _RepeatingRng(random.Random):
+    """Draws the same first option for `repeat` choices, then behaves like a seeded Random."""
+
+    def __init__(self, repeat: int):
+        super().__init__(0)
+        self.left = repeat
+
+    def choice(self, seq):
+        if self.left > 0:
+            self.left -= 1
+            return seq[0]
+        return super().choice(seq)
+
+
+def test_name_maker_redraws_a_name_already_used() -> None:
+    from lmgcot.data.synthetic import _NameMaker
+
+    names = _NameMaker(_RepeatingRng(repeat=10))  # a two-syllable word takes five choices
+    first, second = names.word(2), names.word(2)
+    assert first == "Baba"
+    assert second != first
 
 
 def test_names_differ_across_examples() -> None:

@@ -1,6 +1,8 @@
 """A seeded generator of multi-hop questions over a made-up world: the offline default dataset.
 
-Every example invents fresh names, so a student cannot memorise facts and must read its context.
+Names come from one invented inventory per entity type (`names=pooled`, the default) or are made up
+for every question (`names=fresh`); either way the facts are drawn afresh for every question, so a
+student cannot memorise them and must read its context.
 Facts are written with the sentence templates in `RELATIONS`; the `simulated` large LM reads the same
 templates back (see `lmgcot.llm.simulated`), which is what lets it reason over these contexts.
 
@@ -64,6 +66,8 @@ COMPARISONS = (("Which film came out first, {x} or {y}?", "released"),)
 YES_NO = (("Were {x} and {y} born in the same city?", "born_in"),)
 
 QUESTION_TYPES = ("bridge", "comparison", "yes_no")
+NAME_MODES = ("pooled", "fresh")
+ENTITY_TYPES = ("person", "film", "studio", "city", "country")
 
 _ONSETS = "b c d f g h k l m n p r s t v z br dr kr st tr th sh".split()
 _VOWELS = "a e i o u ai ei ou".split()
@@ -83,15 +87,23 @@ class SyntheticMultiHop(QADataset):
         n_test: int = 200,
         n_distractors: int = 2,
         type_mix: dict | None = None,
+        names: str = "pooled",
+        pool_size: int = 200,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if names not in NAME_MODES:
+            raise ConfigError(f"dataset.names={names!r}: allowed values are {NAME_MODES}")
+        if names == "pooled" and int(pool_size) < 20:
+            raise ConfigError(f"dataset.pool_size={pool_size}: must be >= 20")
         for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
             if int(value) < 0:
                 raise ConfigError(f"dataset.{key}={value}: must be >= 0")
         if int(n_distractors) < 0:
             raise ConfigError(f"dataset.n_distractors={n_distractors}: must be >= 0")
-        mix = dict(type_mix or {"bridge": 0.5, "comparison": 0.25, "yes_no": 0.25})
+        mix = dict(
+            type_mix if type_mix is not None else {"bridge": 0.5, "comparison": 0.25, "yes_no": 0.25}
+        )
         unknown = set(mix) - set(QUESTION_TYPES)
         if unknown or not mix or any(float(w) < 0 for w in mix.values()) or sum(mix.values()) <= 0:
             raise ConfigError(
@@ -100,6 +112,7 @@ class SyntheticMultiHop(QADataset):
         self.sizes = {"train": int(n_train), "val": int(n_val), "test": int(n_test)}
         self.n_distractors = int(n_distractors)
         self.type_mix = {k: float(v) for k, v in mix.items()}
+        self.pools = _name_pools(self.seed, int(pool_size)) if names == "pooled" else None
 
     def load_splits(self) -> Splits:
         out = {}
@@ -109,7 +122,7 @@ class SyntheticMultiHop(QADataset):
         return self.cap(Splits(out["train"], out["val"], out["test"]))
 
     def _example(self, rng: random.Random, ex_id: str) -> Example:
-        names = _NameMaker(rng)
+        names = _NameMaker(rng, self.pools)
         kinds, weights = zip(*self.type_mix.items())
         kind = rng.choices(kinds, weights=weights)[0]
         if kind == "bridge":
@@ -120,10 +133,12 @@ class SyntheticMultiHop(QADataset):
 
 
 class _NameMaker:
-    """Fresh, distinct invented names within one example."""
+    """Distinct invented names within one example: drawn from `pools` (a fixed inventory per entity
+    type) when given, otherwise made up fresh."""
 
-    def __init__(self, rng: random.Random):
+    def __init__(self, rng: random.Random, pools: dict[str, list[str]] | None = None):
         self.rng = rng
+        self.pools = pools
         self.used: set[str] = set()
 
     def word(self, syllables: int) -> str:
@@ -137,6 +152,15 @@ class _NameMaker:
                 return w
 
     def make(self, entity_type: str) -> str:
+        if self.pools is not None:
+            while True:
+                name = self.rng.choice(self.pools[entity_type])
+                if name not in self.used:
+                    self.used.add(name)
+                    return name
+        return self.fresh(entity_type)
+
+    def fresh(self, entity_type: str) -> str:
         if entity_type == "person":
             return f"{self.word(2)} {self.word(2)}"
         if entity_type == "film":
@@ -144,6 +168,13 @@ class _NameMaker:
         if entity_type == "studio":
             return f"{self.word(2)} {self.rng.choice(_STUDIO_WORDS)}"
         return self.word(self.rng.choice((2, 3)))  # city, country
+
+
+def _name_pools(seed: int, size: int) -> dict[str, list[str]]:
+    """One inventory of `size` invented names per entity type, shared by every split, so that all
+    names occur in training; which facts hold is still drawn afresh for every question."""
+    maker = _NameMaker(random.Random(f"world:{seed}"))
+    return {t: [maker.fresh(t) for _ in range(size)] for t in ENTITY_TYPES}
 
 
 _FILM_WORDS = ("Night of", "Return to", "The", "Song of", "Beyond", "Letters from")
@@ -232,5 +263,5 @@ def _yes_no(rng, names: _NameMaker, ex_id: str, n_distractors: int) -> Example:
         answer="yes" if same else "no",
         context=tuple(context),
         supporting_facts=(SupportingFact(x, 0), SupportingFact(y, 0)),
-        type="comparison",
+        type="yes_no",
     )

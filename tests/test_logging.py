@@ -1,0 +1,107 @@
+"""Loggers: CSV metrics always; W&B offline into the run directory, finished after every run."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmgcot.pipeline import run
+
+# Training logs train/loss; `standard` alone keeps evaluation to large-LM calls (no student decoding)
+# while still logging the final test metrics.
+QUICK = ["evaluation.methods=[standard]"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_wandb_credentials(monkeypatch, tmp_path):
+    """No key, no mode from the environment, no netrc or settings of the developer's own: the
+    config alone must keep W&B offline. The working directory is a fresh, separate folder."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+def _metric_columns(run_dir: Path) -> tuple[list[Path], set[str]]:
+    files = sorted(run_dir.glob("csv/*/metrics.csv"))
+    columns: set[str] = set()
+    rows = 0
+    for f in files:
+        with f.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            columns |= set(reader.fieldnames or ())
+            rows += sum(1 for _ in reader)
+    assert rows > 0, f"no metric rows in {files}"
+    return files, columns
+
+
+def _offline_run(run_dir: Path) -> Path:
+    """The one W&B offline run folder under run_dir/wandb."""
+    runs = sorted(p for p in (run_dir / "wandb").glob("offline-run-*") if p.is_dir())
+    assert len(runs) == 1, f"expected one offline-run-* folder in {run_dir / 'wandb'}: {runs}"
+    return runs[0]
+
+
+def test_csv_logger_writes_train_loss_in_the_run_directory(compose_cfg, tmp_path):
+    run(compose_cfg(*QUICK))
+    files, columns = _metric_columns(tmp_path / "run")
+    assert len(files) == 1
+    assert {"train/loss", "step"} <= columns
+    assert "test/standard/em" in columns
+    assert not (tmp_path / "run" / "wandb").exists()
+
+
+def test_wandb_logs_offline_into_the_run_directory_and_finishes(
+    compose_cfg, tmp_path, no_wandb_credentials
+):
+    import wandb
+
+    t0 = time.perf_counter()
+    run(compose_cfg("logger=wandb", *QUICK))
+    # With no key, an online init fails at once, and with a key but no network it would block
+    # for minutes: a quick finish means offline.
+    assert time.perf_counter() - t0 < 60
+    assert wandb.run is None, "wandb.finish() was not called"
+    run_dir = tmp_path / "run"
+    offline = _offline_run(run_dir)
+    records = next(offline.glob("run-*.wandb")).read_bytes()
+    assert b"train/loss" in records and b"test/standard/em" in records
+    _, columns = _metric_columns(run_dir)
+    assert "train/loss" in columns
+    # Nothing in the working directory (Lightning's WandbLogger defaults to save_dir=".").
+    assert list(no_wandb_credentials.iterdir()) == []
+
+
+def test_two_runs_in_one_process_get_two_wandb_runs(compose_cfg, tmp_path, no_wandb_credentials):
+    import wandb
+
+    # Like two jobs of a Hydra multirun: same process, separate run directories.
+    first, second = tmp_path / "job0", tmp_path / "job1"
+    run(compose_cfg("logger=wandb", *QUICK, run_dir=first))
+    assert wandb.run is None
+    run(compose_cfg("logger=wandb", *QUICK, run_dir=second))
+    assert wandb.run is None
+    a = _offline_run(first)
+    b = _offline_run(second)
+    run_id = a.name.rsplit("-", 1)[-1]
+    assert run_id != b.name.rsplit("-", 1)[-1]
+    # The second job's metrics went to its own run, not appended to the first one's file.
+    assert b"train/loss" in next(b.glob("run-*.wandb")).read_bytes()
+    assert run_id.encode() not in next(b.glob("run-*.wandb")).read_bytes()
