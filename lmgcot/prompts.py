@@ -28,6 +28,7 @@ class PromptTemplates:
     student: str
     context_mode: str = "all"
     max_context_chars: int | None = None
+    student_titles: bool = False
 
     def __post_init__(self):
         for name in ("standard", "cot", "guided", "student"):
@@ -37,13 +38,13 @@ class PromptTemplates:
             if missing:
                 raise ConfigError(f"prompt.{name}: template lacks {', '.join(missing)}")
 
-    def context(self, example: Example, paragraph_sep: str = "\n") -> str:
+    def context(self, example: Example, paragraph_sep: str = "\n", titles: bool = True) -> str:
         paragraphs = (
             example.supporting_paragraphs()
             if self.context_mode == "supporting"
             else example.context
         )
-        text = paragraph_sep.join(render_paragraph(p) for p in paragraphs)
+        text = paragraph_sep.join(render_paragraph(p, titles) for p in paragraphs)
         if self.max_context_chars is not None and len(text) > self.max_context_chars:
             text = text[: self.max_context_chars]
         return text
@@ -60,9 +61,8 @@ class PromptTemplates:
     def student_input(self, example: Example) -> str:
         # One line, question first, so truncation to the student's max length cuts context, not
         # the question.
-        return self.student.format(
-            question=example.question, context=self.context(example, paragraph_sep=" ")
-        )
+        context = self.context(example, paragraph_sep=" ", titles=self.student_titles)
+        return self.student.format(question=example.question, context=context)
 
     def _fill(self, template: str, example: Example, rationale: str = "") -> str:
         return template.format(
@@ -73,5 +73,5 @@ class PromptTemplates:
         )
 
 
-def render_paragraph(paragraph: Paragraph) -> str:
-    return f"[{paragraph.title}] {paragraph.text}"
+def render_paragraph(paragraph: Paragraph, title: bool = True) -> str:
+    return f"[{paragraph.title}] {paragraph.text}" if title else paragraph.text

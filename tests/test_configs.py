@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmgcot.cli import CONFIG_DIR
 from lmgcot.data.official import SAMPLES_DIR
-from lmgcot.errors import ConfigError
 from lmgcot.pipeline import METHODS, build, run
 
 CONF = Path(CONFIG_DIR)
@@ -213,22 +212,13 @@ def test_every_experiment_runs_end_to_end(compose_cfg, tmp_path, name):
 
 # An experiment must not assume the synthetic dataset: `lmgcot experiment=smoke dataset=hotpotqa`
 # is how a user would smoke-test a real dataset.
-SMOKE_SETS_SYNTHETIC_KEYS = (
-    "experiment=smoke sets dataset.n_train/n_val/n_test, which only the synthetic dataset takes: "
-    "HotpotQA/2Wiki fail with 'QADataset.__init__() got an unexpected keyword argument n_train'"
-)
 SAMPLE_DATASETS = ("hotpotqa", "2wiki")
 
 
 def _experiment_dataset_params():
     for name in EXPERIMENTS:
         for dataset in SAMPLE_DATASETS:
-            marks = ()
-            if name == "smoke":
-                marks = pytest.mark.xfail(
-                    strict=True, raises=ConfigError, reason=SMOKE_SETS_SYNTHETIC_KEYS
-                )
-            yield pytest.param(name, dataset, id=f"{name}-{dataset}", marks=marks)
+            yield pytest.param(name, dataset, id=f"{name}-{dataset}")
 
 
 @pytest.mark.parametrize(("name", "dataset"), _experiment_dataset_params())

@@ -71,10 +71,12 @@ def tiny_lm_dir(tmp_path_factory):
     return save_tiny_seq2seq(tmp_path_factory.mktemp("tiny-lm"))
 
 
-@pytest.mark.parametrize("dataset,sample", [("hotpotqa", "hotpotqa_sample.json"),
-                                             ("2wiki", "2wiki_sample.json")])
-def test_official_format_dataset_with_local_hf_large_lm(compose_cfg, tmp_path, tiny_lm_dir,
-                                                        dataset, sample):
+@pytest.mark.parametrize(
+    "dataset,sample", [("hotpotqa", "hotpotqa_sample.json"), ("2wiki", "2wiki_sample.json")]
+)
+def test_official_format_dataset_with_local_hf_large_lm(
+    compose_cfg, tmp_path, tiny_lm_dir, dataset, sample
+):
     """The real-data path end to end: official JSON file, local transformers large LM."""
     from lmgcot.data.official import SAMPLES_DIR
 

@@ -159,11 +159,12 @@ def test_distractor_bridge_in_rationale_gives_wrong_answer(templates, bridges) -
     lm = SimulatedLargeLM(unassisted_accuracy=1.0)
     for e in bridges:
         rel, start, bridge = bridge_chain(e)
+        # Another entity whose second hop the context states: a wrong but readable bridge.
         others = [
-            o
+            s
             for p in e.context
-            for r, s, o in parse_facts(p.text)
-            if r == rel and s != start and o != bridge
+            for r, s, _ in parse_facts(p.text)
+            if r != rel and s != bridge
         ]
         assert others, e.id
         rationale = RELATIONS[rel].render(start, others[0])

@@ -11,8 +11,9 @@ Question types:
   comparison  "Which film came out first, X or Y?"        compare the two release years
   yes/no      "Were P and Q born in the same city?"      compare the two birthplaces
 
-Each example has two gold paragraphs and `n_distractors` paragraphs that follow the same patterns for
-other entities, so that a reader who loses the chain lands on a plausible wrong answer.
+Each example has two gold paragraphs and `n_distractors` paragraphs about other entities: for bridge
+questions they state the second hop for other people or places (a reader who loses the chain lands
+on a plausible wrong answer), for comparisons they state other kinds of facts.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def _name_pools(seed: int, size: int) -> dict[str, list[str]]:
 
 _FILM_WORDS = ("Night of", "Return to", "The", "Song of", "Beyond", "Letters from")
 _STUDIO_WORDS = ("Pictures", "Studios", "Films")
-_TYPES = {  # entity type of the subject and object of each relation
+RELATION_TYPES = {  # entity type of the subject and object of each relation
     "directed_by": ("film", "person"),
     "released": ("film", "year"),
     "born_in": ("person", "city"),
@@ -194,9 +195,9 @@ def _sentence(rel: str, s: str, o: str) -> str:
 
 
 def _chain(names: _NameMaker, r1: str, r2: str) -> tuple[str, str, str]:
-    x = names.make(_TYPES[r1][0])
-    bridge = names.make(_TYPES[r1][1])
-    answer = names.make(_TYPES[r2][1])
+    x = names.make(RELATION_TYPES[r1][0])
+    bridge = names.make(RELATION_TYPES[r1][1])
+    answer = names.make(RELATION_TYPES[r2][1])
     return x, bridge, answer
 
 
@@ -207,13 +208,12 @@ def _bridge(rng, names: _NameMaker, ex_id: str, n_distractors: int) -> Example:
         Paragraph(x, (_sentence(r1, x, bridge),)),
         Paragraph(bridge, (_sentence(r2, bridge, answer),)),
     ]
-    distractors: list[Paragraph] = []
-    while len(distractors) < n_distractors:
-        # Distractor chains share the question's pattern, so a lost reader gives a plausible answer.
-        dx, db, da = _chain(names, r1, r2)
-        distractors.append(Paragraph(dx, (_sentence(r1, dx, db),)))
-        if len(distractors) < n_distractors:
-            distractors.append(Paragraph(db, (_sentence(r2, db, da),)))
+    # Distractors state the second hop for other entities, so a reader who loses the chain still
+    # finds a plausible answer of the right type.
+    distractors = []
+    for _ in range(n_distractors):
+        db, da = names.make(RELATION_TYPES[r2][0]), names.make(RELATION_TYPES[r2][1])
+        distractors.append(Paragraph(db, (_sentence(r2, db, da),)))
     context = gold + distractors
     rng.shuffle(context)
     return Example(
@@ -231,9 +231,9 @@ def _comparison(rng, names: _NameMaker, ex_id: str, n_distractors: int) -> Examp
     x, y = names.make("film"), names.make("film")
     ya, yb = rng.sample(range(1921, 2021), 2)
     context = [Paragraph(x, (_sentence(rel, x, str(ya)),)), Paragraph(y, (_sentence(rel, y, str(yb)),))]
-    for _ in range(n_distractors):
+    for _ in range(n_distractors):  # other films, other facts
         d = names.make("film")
-        context.append(Paragraph(d, (_sentence(rel, d, str(rng.randint(1921, 2020))),)))
+        context.append(Paragraph(d, (_sentence("directed_by", d, names.make("person")),)))
     gold_titles = (x, y)
     rng.shuffle(context)
     return Example(
@@ -253,9 +253,9 @@ def _yes_no(rng, names: _NameMaker, ex_id: str, n_distractors: int) -> Example:
     same = rng.random() < 0.5
     cx, cy = (cities[0], cities[0]) if same else (cities[0], cities[1])
     context = [Paragraph(x, (_sentence(rel, x, cx),)), Paragraph(y, (_sentence(rel, y, cy),))]
-    for _ in range(n_distractors):
-        d = names.make("person")
-        context.append(Paragraph(d, (_sentence(rel, d, rng.choice(cities)),)))
+    for _ in range(n_distractors):  # other cities, other facts
+        c = names.make("city")
+        context.append(Paragraph(c, (_sentence("located_in", c, names.make("country")),)))
     rng.shuffle(context)
     return Example(
         id=ex_id,

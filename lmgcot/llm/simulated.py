@@ -10,7 +10,8 @@ Its behaviour, by role:
 * **CoT teacher** (prompt ends with the CoT trigger): writes a rationale that restates the supporting
   facts of the reasoning chain, then "So the answer is X.". With probability `error_rate` the chain is
   corrupted: a bridge question follows a distractor entity, a comparison states a wrong value. Such
-  rationales usually end in a wrong answer, so answer filtering has work to do.
+  rationales usually end in a wrong answer, so answer filtering has work to do. Comparison facts are
+  stated in the order the context gives them.
 * **Answerer with a rationale** (`Rationale:` section): it is a reliable single-hop reader but an
   unreliable composer of hops. Facts stated in the rationale are trusted, even when they contradict the
   context: a rationale naming the right bridge entity turns a two-hop question into a lookup (correct
@@ -18,8 +19,8 @@ Its behaviour, by role:
   entity (`name_match_cutoff`), as a large LM would recover from a typo. For hops the rationale does not
   cover, it falls back to answering without help.
 * **Answerer without help** (standard prompting, or a rationale with nothing usable): it answers
-  correctly with probability `unassisted_accuracy`, otherwise it follows a distractor chain or picks
-  the wrong option. The draw depends on the question and context only, so a useless rationale scores
+  correctly with probability `unassisted_accuracy`, otherwise it takes a distractor's second hop or
+  picks the wrong option. The draw depends on the question and context only, so a useless rationale scores
   exactly like no rationale.
 
 Randomness is a hash of (seed, prompt, temperature, sample index), so every answer is reproducible, a
@@ -35,6 +36,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from lmgcot.data.synthetic import RELATION_TYPES
 from lmgcot.data.synthetic import BRIDGES, COMPARISONS, RELATIONS, YES_NO
 from lmgcot.errors import BackendError
 from lmgcot.llm.base import Completion, LargeLM, Request
@@ -104,7 +106,7 @@ class SimulatedLargeLM(LargeLM):
             start = q.entities[0]
             bridge = task.lookup(q.relations[0], start)
             if corrupt:
-                bridge = task.distractor(q.relations[0], start, bridge) or bridge
+                bridge = task.other_subject(q.relations[1], bridge) or bridge
             answer = task.lookup(q.relations[1], bridge) if bridge else None
             facts = [RELATIONS[q.relations[0]].render(start, bridge or "someone unknown")]
             if answer:
@@ -113,13 +115,11 @@ class SimulatedLargeLM(LargeLM):
         values = [task.lookup(q.relations[0], e) for e in q.entities]
         if corrupt and all(values):
             i = int(self._uniform("which", task.question) * 2)
-            values[i] = task.wrong_value(
-                q.relations[0], values[i], self._uniform("val", task.question)
-            )
-        facts = [
-            RELATIONS[q.relations[0]].render(e, v or "unknown") for e, v in zip(q.entities, values)
-        ]
+            values[i] = task.wrong_value(values[i], self._uniform("val", task.question))
         answer = _decide(q, values) or "unknown"
+        # Facts in the order the context gives them, as a reader going through it would.
+        pairs = sorted(zip(q.entities, values), key=lambda ev: task.position(ev[0]))
+        facts = [RELATIONS[q.relations[0]].render(e, v or "unknown") for e, v in pairs]
         return " ".join(facts) + f" So the answer is {answer}."
 
     def _answer(self, task: _Task, salt: str) -> str:
@@ -135,7 +135,7 @@ class SimulatedLargeLM(LargeLM):
             bridge = stated.get((r1, start))
             if bridge is None:
                 truth = task.lookup(r1, start)
-                bridge = truth if lucky else (task.distractor(r1, start, truth) or truth)
+                bridge = truth if lucky else (task.other_subject(r2, truth) or truth)
             answer = task.lookup(r2, bridge) if bridge else None
             if answer is None:
                 answer = stated.get((r2, bridge))
@@ -199,6 +199,11 @@ class _Task:
             for rel, s, o in parse_facts(body):
                 self.facts.setdefault((rel, s), o)
                 self.order.append((rel, s, o))
+        self.types: dict[str, str] = {}
+        for rel, s, o in self.order:
+            s_type, o_type = RELATION_TYPES[rel]
+            self.types.setdefault(s, s_type)
+            self.types.setdefault(o, o_type)
         self.question_kind = _parse_question(question)
         if not self.facts:
             raise BackendError(
@@ -217,17 +222,25 @@ class _Task:
     def lookup(self, relation: str, subject: str | None) -> str | None:
         return self.facts.get((relation, subject)) if subject else None
 
-    def distractor(self, relation: str, subject: str, truth: str | None) -> str | None:
-        """The object of another fact with the same relation: where a lost reader ends up."""
-        for rel, s, o in self.order:
-            if rel == relation and s != subject and o != truth:
-                return o
+    def other_subject(self, relation: str, subject: str | None) -> str | None:
+        """Another entity the context states `relation` for: where a lost reader ends up."""
+        for rel, s, _ in self.order:
+            if rel == relation and s != subject:
+                return s
         return None
 
-    def wrong_value(self, relation: str, value: str, u: float) -> str:
+    def position(self, entity: str) -> int:
+        for i, (_, s, _) in enumerate(self.order):
+            if s == entity:
+                return i
+        return len(self.order)
+
+    def wrong_value(self, value: str, u: float) -> str:
+        """A plausible wrong value: another year, or another context entity of the same type."""
         if value.isdigit():
             return str(int(value) + (1 if u < 0.5 else -1) * (10 + int(u * 40)))
-        others = [o for rel, _, o in self.order if rel == relation and o != value]
+        kind = self.types.get(value)
+        others = [e for e, t in self.types.items() if t == kind and e != value]
         return others[int(u * len(others))] if others else value
 
     def rationale_facts(self, cutoff: float) -> dict[tuple[str, str], str]:
