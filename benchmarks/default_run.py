@@ -23,7 +23,9 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="lmgcot-bench-") as root:
         env = {**os.environ, "LMGCOT_ROOT": root, "WANDB_MODE": "offline"}
         t0 = time.perf_counter()
-        proc = subprocess.run([str(lmgcot), *argv], env=env, cwd=root, capture_output=True, text=True)
+        proc = subprocess.run(
+            [str(lmgcot), *argv], env=env, cwd=root, capture_output=True, text=True
+        )
         wall = time.perf_counter() - t0
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         if proc.returncode != 0:

@@ -23,6 +23,7 @@ import transformers
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from lmgcot.data.base import QADataset
 from lmgcot.data.example import Splits
@@ -336,19 +337,23 @@ def _predict(method: str, examples, ctx: RunContext, student: Student | None) ->
     assert student is not None
     inputs = [prompts.student_input(x) for x in examples]
     if method == "lm_guided_kd":
-        rationales = student_rationales(
-            student, inputs, batch_size=int(e.student_batch_size), seed=int(ctx.cfg.seed)
-        )
+        sampling: dict = {}
     else:
         sc = e.self_consistency
+        sampling = {
+            "num_samples": int(sc.k),
+            "temperature": float(sc.temperature),
+            "top_p": float(sc.top_p),
+        }
+    k = sampling.get("num_samples", 1)
+    with tqdm(total=len(inputs), desc=f"student {method}", unit="question", mininterval=2.0) as bar:
         rationales = student_rationales(
             student,
             inputs,
-            num_samples=int(sc.k),
-            temperature=float(sc.temperature),
-            top_p=float(sc.top_p),
-            batch_size=max(1, int(e.student_batch_size) // int(sc.k)),
+            batch_size=max(1, int(e.student_batch_size) // k),
             seed=int(ctx.cfg.seed),
+            progress=bar.update,
+            **sampling,
         )
     return M.answer_with_rationales(examples, rationales, lm, prompts, int(e.answer_max_new_tokens))
 

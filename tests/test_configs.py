@@ -9,7 +9,6 @@ import inspect
 from pathlib import Path
 
 import pytest
-import torch
 from hydra.utils import get_class, get_method
 from omegaconf import DictConfig, OmegaConf
 
@@ -53,15 +52,6 @@ CONTRACT = {
     "experiment": (),
 }
 NOT_YET = {("large_lm", "anthropic"), ("large_lm", "openai")}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two threads on two busy cores run the tiny student several times slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _contract_params():

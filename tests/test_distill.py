@@ -90,17 +90,22 @@ def _copy_task(n: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def test_distiller_loss_falls_with_a_real_trainer(tmp_path):
-    pl.seed_everything(0, verbose=False)
-    pairs = _copy_task(64)
-    student = build_student(
+def _bpe_student(pairs: list[tuple[str, str]], max_target_length: int):
+    corpus = [t for p in pairs for t in p]
+    return build_student(
         "tiny",
         architecture=TINY,
         tokenizer="bpe",
         vocab_size=300,
-        corpus=[t for p in pairs for t in p],
-        max_target_length=16,
+        corpus=corpus,
+        max_target_length=max_target_length,
     )
+
+
+def test_distiller_loss_falls_with_a_real_trainer(tmp_path):
+    pl.seed_everything(0, verbose=False)
+    pairs = _copy_task(64)
+    student = _bpe_student(pairs, max_target_length=16)
     dm = RationaleDataModule(student.tokenizer, pairs, pairs[:16], 64, 16, batch_size=8)
     module = RationaleDistiller(
         student.model,
@@ -127,14 +132,7 @@ def test_distiller_loss_falls_with_a_real_trainer(tmp_path):
 
 def test_a_saved_student_reloads_and_generates_the_same(tmp_path):
     pairs = _copy_task(16)
-    student = build_student(
-        "tiny",
-        architecture=TINY,
-        tokenizer="bpe",
-        vocab_size=300,
-        corpus=[t for p in pairs for t in p],
-        max_target_length=12,
-    )
+    student = _bpe_student(pairs, max_target_length=12)
     inputs = [s for s, _ in pairs[:4]]
     before = student_rationales(student, inputs)
     student.model.save_pretrained(tmp_path)

@@ -7,21 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from lmgcot.pipeline import run
 
 # Training logs train/loss; `standard` alone keeps evaluation to large-LM calls (no student decoding)
 # while still logging the final test metrics.
 QUICK = ["evaluation.methods=[standard]"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

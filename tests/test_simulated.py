@@ -161,10 +161,7 @@ def test_distractor_bridge_in_rationale_gives_wrong_answer(templates, bridges) -
         rel, start, bridge = bridge_chain(e)
         # Another entity whose second hop the context states: a wrong but readable bridge.
         others = [
-            s
-            for p in e.context
-            for r, s, _ in parse_facts(p.text)
-            if r != rel and s != bridge
+            s for p in e.context for r, s, _ in parse_facts(p.text) if r != rel and s != bridge
         ]
         assert others, e.id
         rationale = RELATIONS[rel].render(start, others[0])

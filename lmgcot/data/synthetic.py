@@ -103,7 +103,9 @@ class SyntheticMultiHop(QADataset):
         if int(n_distractors) < 0:
             raise ConfigError(f"dataset.n_distractors={n_distractors}: must be >= 0")
         mix = dict(
-            type_mix if type_mix is not None else {"bridge": 0.5, "comparison": 0.25, "yes_no": 0.25}
+            type_mix
+            if type_mix is not None
+            else {"bridge": 0.5, "comparison": 0.25, "yes_no": 0.25}
         )
         unknown = set(mix) - set(QUESTION_TYPES)
         if unknown or not mix or any(float(w) < 0 for w in mix.values()) or sum(mix.values()) <= 0:
@@ -230,7 +232,10 @@ def _comparison(rng, names: _NameMaker, ex_id: str, n_distractors: int) -> Examp
     question_t, rel = rng.choice(COMPARISONS)
     x, y = names.make("film"), names.make("film")
     ya, yb = rng.sample(range(1921, 2021), 2)
-    context = [Paragraph(x, (_sentence(rel, x, str(ya)),)), Paragraph(y, (_sentence(rel, y, str(yb)),))]
+    context = [
+        Paragraph(x, (_sentence(rel, x, str(ya)),)),
+        Paragraph(y, (_sentence(rel, y, str(yb)),)),
+    ]
     for _ in range(n_distractors):  # other films, other facts
         d = names.make("film")
         context.append(Paragraph(d, (_sentence("directed_by", d, names.make("person")),)))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lmgcot.data.official import SAMPLES_DIR, OfficialFormatDataset
 
 TWOWIKI_TYPES = ("comparison", "inference", "compositional", "bridge_comparison")
@@ -22,14 +20,3 @@ class TwoWiki(OfficialFormatDataset):
     name = "2wiki"
     allowed_types = TWOWIKI_TYPES
     sample_file = SAMPLES_DIR / "2wiki_sample.json"
-
-    def __init__(
-        self,
-        path: str | None = None,
-        train_path: str | None = None,
-        eval_path: str | None = None,
-        hub_name: str | None = None,
-        hub_config: str | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(path, train_path, eval_path, hub_name, hub_config, **kwargs)

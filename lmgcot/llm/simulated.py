@@ -36,8 +36,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from lmgcot.data.synthetic import RELATION_TYPES
-from lmgcot.data.synthetic import BRIDGES, COMPARISONS, RELATIONS, YES_NO
+from lmgcot.data.synthetic import BRIDGES, COMPARISONS, RELATION_TYPES, RELATIONS, YES_NO
 from lmgcot.errors import BackendError
 from lmgcot.llm.base import Completion, LargeLM, Request
 from lmgcot.prompts import COT_TRIGGER
