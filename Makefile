@@ -13,7 +13,6 @@ $(BIN)/python:
 
 # torch first and pinned: a CPU build of 2.13.0; letting pip resolve torch itself can pull GBs of CUDA.
 $(VENV)/.installed: pyproject.toml $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@

@@ -86,7 +86,7 @@ def test_cfg_job_prints_the_config_and_runs_nothing(tmp_path):
     cfg = yaml.safe_load(proc.stdout)
     assert "dataset:" in proc.stdout
     assert cfg["dataset"]["_target_"] == "lmgcot.data.synthetic.SyntheticMultiHop"
-    assert cfg["dataset"]["n_train"] == 32  # the experiment is applied
+    assert cfg["dataset"]["max_train"] == 32  # the experiment is applied
     assert "hydra" not in cfg  # `job` prints the job's config only
     # Hydra prints and exits: no run directory, no cache, nothing in the working directory.
     assert list(tmp_path.iterdir()) == []
