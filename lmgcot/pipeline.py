@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub
 import pytorch_lightning as pl
 import torch
 import transformers
@@ -56,6 +57,7 @@ RESULTS_FILE = "results.json"
 def run(cfg: DictConfig) -> dict:
     """Run the configured stages and return the results dict also written to results.json."""
     transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
     stages = _check_stages(cfg)
     _check_settings(cfg)

@@ -304,3 +304,12 @@ def test_concurrent_writers_with_overlapping_keys(tmp_path: Path, cache_path: Pa
         assert got[f"key-{i}"]["text"] in owners
         assert got[f"key-{i}"]["input_tokens"] == i
     cache.close()
+
+
+def test_identical_requests_in_one_call_are_served_once(tmp_path):
+    lm = EchoLM("echo-model", cache=CallCache(tmp_path / "c.sqlite"))
+    params = GenerationParams(temperature=0.0)
+    out = lm.generate(["same", "same", "other", "same"], params)
+    assert [o[0].text for o in out][:2] == [out[0][0].text] * 2
+    assert lm.usage.calls == 2 and lm.usage.cache_hits == 2
+    assert lm.served == 2

@@ -114,3 +114,38 @@ def test_a_stage_run_alone_is_reused_by_the_next_invocation(compose_cfg):
     assert "teacher" not in rest["llm"]["by_stage"]
     assert rest["teacher"] == first["teacher"]
     assert set(rest["methods"]) == {"standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"}
+
+
+def test_the_same_seed_reproduces_a_run_and_another_seed_does_not(tmp_path):
+    from conftest import FAST, SMALL_SYNTHETIC, TINY_STUDENT
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lmgcot.cli import CONFIG_DIR
+
+    def run_in(root, seed):
+        # Separate output roots: nothing is shared, not even the call cache.
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(
+                "config",
+                overrides=[
+                    f"paths.output_dir={root}",
+                    f"paths.run_dir={root}/run",
+                    f"seed={seed}",
+                    *TINY_STUDENT,
+                    *FAST,
+                    *SMALL_SYNTHETIC,
+                ],
+            )
+        GlobalHydra.instance().clear()
+        results = run(cfg)
+        preds = (root / "run" / "eval" / "lm_guided_kd_sc.jsonl").read_text()
+        return results, preds
+
+    a, preds_a = run_in(tmp_path / "a", 0)
+    b, preds_b = run_in(tmp_path / "b", 0)
+    c, preds_c = run_in(tmp_path / "c", 1)
+    assert a["methods"] == b["methods"] and preds_a == preds_b
+    assert a["distill"]["best_val_loss"] == b["distill"]["best_val_loss"]
+    assert preds_c != preds_a

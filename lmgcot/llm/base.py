@@ -95,7 +95,8 @@ class LargeLM(ABC):
         keys = [self._key(r) for r in requests]
         found = self.cache.get_many(keys) if self.cache is not None else {}
         results: list[Completion | None] = [None] * len(requests)
-        missing: list[int] = []
+        # Identical requests in one call are served once; the repeats count as cache hits.
+        waiting: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
             hit = found.get(key)
             if hit is not None:
@@ -103,7 +104,8 @@ class LargeLM(ABC):
                     hit["text"], hit["input_tokens"], hit["output_tokens"], True
                 )
             else:
-                missing.append(i)
+                waiting.setdefault(key, []).append(i)
+        missing = [idxs[0] for idxs in waiting.values()]
         stage = self.usage.by_stage.setdefault(
             self._stage,
             {"calls": 0, "cache_hits": 0, "input_tokens": 0, "output_tokens": 0, "seconds": 0.0},
@@ -128,21 +130,12 @@ class LargeLM(ABC):
                     f"{type(self).__name__} returned {len(fresh)} completions for {len(chunk)}"
                 )
             if self.cache is not None:
-                self.cache.put_many(
-                    [
-                        (
-                            keys[i],
-                            {
-                                "text": c.text,
-                                "input_tokens": c.input_tokens,
-                                "output_tokens": c.output_tokens,
-                            },
-                        )
-                        for i, c in zip(chunk, fresh)
-                    ]
-                )
+                self.cache.put_many([(keys[i], _cache_value(c)) for i, c in zip(chunk, fresh)])
             for i, c in zip(chunk, fresh):
+                repeats = waiting[keys[i]]
                 results[i] = c
+                for j in repeats[1:]:
+                    results[j] = Completion(c.text, c.input_tokens, c.output_tokens, True)
                 self.usage.input_tokens += c.input_tokens
                 self.usage.output_tokens += c.output_tokens
                 stage["input_tokens"] += c.input_tokens
@@ -179,3 +172,7 @@ class LargeLM(ABC):
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+
+
+def _cache_value(c: Completion) -> dict:
+    return {"text": c.text, "input_tokens": c.input_tokens, "output_tokens": c.output_tokens}
