@@ -246,6 +246,8 @@ def stage_distill(ctx: RunContext) -> None:
         num_sanity_val_steps=0,
     )
     t0 = time.perf_counter()
+    if resume.exists():
+        log.info("distill: resumed from %s", resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume.exists() else None)
     best = checkpoint.best_model_path or checkpoint.last_model_path
     if best:
@@ -435,14 +437,19 @@ def _load_distilled_student(ctx: RunContext) -> Student:
     return student
 
 
+# Settings that change how a stage reports, not what it produces.
+COSMETIC = {"trainer": ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")}
+
+
 def fingerprint(cfg: DictConfig, *keys: str) -> str:
     """A hash of the resolved config sections that determine an artifact."""
     parts = {}
     for k in keys:
         node = cfg.get(k)
-        parts[k] = (
-            OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-        )
+        value = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        if isinstance(value, dict):
+            value = {name: v for name, v in value.items() if name not in COSMETIC.get(k, ())}
+        parts[k] = value
     return _hash(json.dumps(parts, sort_keys=True, default=str))
 
 

@@ -1,0 +1,55 @@
+"""A run killed mid-training resumes from its checkpoint and loses no finished stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import TINY_STUDENT
+
+
+def test_killed_run_resumes_in_the_same_run_directory(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "lmgcot.cli",
+        f"hydra.run.dir={run_dir}",
+        f"paths.output_dir={tmp_path / 'outputs'}",
+        "dataset.n_train=64",
+        "dataset.n_val=8",
+        "dataset.n_test=8",
+        "distill.batch_size=4",
+        "trainer.max_epochs=1000",
+        "trainer.max_steps=1500",
+        "trainer.enable_progress_bar=false",
+        "evaluation.self_consistency.k=2",
+        *TINY_STUDENT,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "distill" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # a few more epochs, then the process dies without warning
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), "no checkpoint was written before the kill"
+    assert not (run_dir / "results.json").exists()
+    teacher_rows = (run_dir / "teacher" / "train.jsonl").read_text()
+
+    # The same command again: it finds the run directory and carries on.
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert (run_dir / "teacher" / "train.jsonl").read_text() == teacher_rows
+    assert "teacher" not in results["llm"]["by_stage"]  # reused, not regenerated
+    assert "resumed from" in (run_dir / "lmgcot.log").read_text()
+    assert results["distill"]["steps"] == 1500
+    assert set(results["methods"]) == {"standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"}
