@@ -66,7 +66,7 @@ def run(cfg: DictConfig) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dataset: QADataset = build(cfg.dataset, "dataset")
     splits = dataset.load_splits()
-    _check_splits(splits, stages, cfg)
+    _check_splits(splits, stages, dataset.name)
     prompts = PromptTemplates(**OmegaConf.to_container(cfg.prompt), context_mode=dataset.context)
     cache = CallCache(Path(cfg.paths.cache_dir) / "llm_calls.sqlite")
     large_lm: LargeLM = build(cfg.large_lm, "large_lm", cache=cache)
@@ -74,7 +74,7 @@ def run(cfg: DictConfig) -> dict:
     probe = (splits.test or splits.train or splits.val)[0]
     large_lm.check_prompt(prompts.standard_prompt(probe))
     loggers = build_loggers(cfg)
-    ctx = RunContext(cfg, run_dir, splits, prompts, large_lm, loggers)
+    ctx = RunContext(cfg, run_dir, dataset.name, splits, prompts, large_lm, loggers)
     log.info("run directory: %s", run_dir)
     try:
         for stage in stages:
@@ -100,6 +100,7 @@ def run(cfg: DictConfig) -> dict:
 class RunContext:
     cfg: DictConfig
     run_dir: Path
+    dataset_name: str
     splits: Splits
     prompts: PromptTemplates
     large_lm: LargeLM
@@ -121,7 +122,7 @@ class RunContext:
             "distill": self.distill or previous.get("distill", {}),
             "timings_s": {**previous.get("timings_s", {}), **self.timings},
             "setup": {
-                "dataset": _option_name(self.cfg.dataset),
+                "dataset": self.dataset_name,
                 "student": self.cfg.student.get("name"),
                 "large_lm": f"{self.large_lm.backend}:{self.large_lm.model}",
                 "seed": int(self.cfg.seed),
@@ -524,16 +525,11 @@ def _check_settings(cfg: DictConfig) -> None:
             raise ConfigError(f"evaluation.{key}={e[key]}: must be >= 1")
 
 
-def _check_splits(splits: Splits, stages: list[str], cfg: DictConfig) -> None:
+def _check_splits(splits: Splits, stages: list[str], name: str) -> None:
     if {"teacher", "distill"} & set(stages) and not splits.train:
-        raise ConfigError(f"dataset={_option_name(cfg.dataset)}: the train split is empty")
+        raise ConfigError(f"dataset={name}: the train split is empty")
     if "evaluate" in stages and not splits.test:
-        raise ConfigError(f"dataset={_option_name(cfg.dataset)}: the test split is empty")
-
-
-def _option_name(node: DictConfig) -> str:
-    target = str(node.get("_target_", ""))
-    return target.rsplit(".", 1)[-1] or "?"
+        raise ConfigError(f"dataset={name}: the test split is empty")
 
 
 def _float(x) -> float | None:

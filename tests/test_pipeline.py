@@ -102,6 +102,7 @@ def test_official_format_dataset_with_local_hf_large_lm(
     assert set(results["methods"]) == {"standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"}
     assert all(m["n"] == 6 for m in results["methods"].values())
     assert results["setup"]["large_lm"].startswith("hf:")
+    assert results["setup"]["dataset"] == dataset
     assert results["llm"]["calls"] > 0
     assert results["teacher"]["train"]["kept_share"] == 1.0
 

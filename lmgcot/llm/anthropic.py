@@ -1,0 +1,92 @@
+"""The `anthropic` backend: a Claude model through the Messages API as the frozen large LM.
+
+The API key is read only from the environment variable `ANTHROPIC_API_KEY` (never from a config file,
+so it cannot end up in a saved config or a results file); without it construction fails before any
+work is done. Each request is one message call with `max_tokens` = `max_new_tokens`, `temperature`,
+`top_p` (only when != 1.0), `stop_sequences` and the system prompt (the request's own, else the
+backend's `system`). Calls run concurrently (`max_concurrency`), the SDK retries transient failures
+(`max_retries`), and `prices` turns token usage into `cost_usd`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import anthropic
+
+from lmgcot.errors import BackendError
+from lmgcot.llm.base import Completion, Request
+from lmgcot.llm.cache import CallCache
+from lmgcot.llm.concurrency import ApiLargeLM
+
+API_KEY_ENV = "ANTHROPIC_API_KEY"
+
+
+class AnthropicLargeLM(ApiLargeLM):
+    """Claude via the official `anthropic` SDK's async client."""
+
+    backend = "anthropic"
+    _api_errors = (anthropic.APIError,)
+
+    def __init__(
+        self,
+        model: str = "claude-sonnet-4-5",
+        cache: CallCache | None = None,
+        batch_size: int = 64,
+        max_concurrency: int = 8,
+        system: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        base_url: str | None = None,
+        prices: Mapping[str, Mapping[str, float]] | None = None,
+    ):
+        super().__init__(
+            model,
+            cache=cache,
+            batch_size=batch_size,
+            max_concurrency=max_concurrency,
+            system=system,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            base_url=base_url,
+            prices=prices,
+        )
+        key = os.environ.get(API_KEY_ENV, "").strip()
+        if not key:
+            raise BackendError(
+                f"anthropic large LM: set {API_KEY_ENV} in the environment "
+                "(the key is never read from a config file)"
+            )
+        self._api_key = key
+
+    def _make_client(self) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=self._api_key,
+            base_url=self.base_url,
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+        )
+
+    async def _call(self, client: anthropic.AsyncAnthropic, request: Request) -> Completion:
+        p = request.params
+        kwargs: dict = {
+            "model": self.model,
+            "max_tokens": p.max_new_tokens,
+            "messages": [{"role": "user", "content": request.prompt}],
+            "temperature": p.temperature,
+        }
+        # Recent Claude models refuse temperature and top_p together; 1.0 is top_p's no-op anyway.
+        if p.top_p != 1.0:
+            kwargs["top_p"] = p.top_p
+        if p.stop:
+            kwargs["stop_sequences"] = list(p.stop)
+        system = self.system_for(p)
+        if system:
+            kwargs["system"] = system
+        message = await client.messages.create(**kwargs)
+        text = "".join(
+            block.text for block in message.content if getattr(block, "type", None) == "text"
+        )
+        usage = message.usage
+        return Completion(text, int(usage.input_tokens or 0), int(usage.output_tokens or 0))

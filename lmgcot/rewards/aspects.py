@@ -1,0 +1,320 @@
+"""The eight reference-free rationale-quality aspects as `auto` measures, each scaled to [0, 1].
+
+Every measure has the same batched signature, in the manner of reward functions in RL libraries:
+
+    f(examples: list[Example], rationales: list[str], **extra) -> list[float]
+
+`extra` carries what some measures need beyond the text: `answers` (the large LM's answers, for
+consistency) and `token_logprobs` (the reference model's per-token log-probabilities, for fluency).
+Measures ignore the extras they do not use, so a caller can pass the same keywords to all of them.
+
+Shared text handling (see `sentences` and `content_words`):
+
+* A rationale is split into sentences after ".", "!" or "?" followed by white space, and at line
+  breaks. This is deliberately simple: an initialism such as "D.C. is" splits in two.
+* Content words are the lower-cased runs of letters and digits (so punctuation is stripped) that are
+  not in `STOP_WORDS`, a small list of function words plus the connectives rationales use to frame
+  reasoning ("answer", "therefore", ...), which say nothing about the facts.
+* Sentence-level measures (factuality, logicality, coherence) only look at sentences that have at
+  least one content word: a bare "So." is punctuation of the argument, not a step of it.
+* An empty (or whitespace-only) rationale scores 0.0 on every measure except consistency, which
+  compares conclusions and scores 0.5 when the rationale states none.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+
+from lmgcot.data.example import Example
+from lmgcot.eval.answers import split_rationale_answer
+from lmgcot.eval.metrics import normalize_answer
+
+AspectFn = Callable[..., list[float]]
+
+# A sentence is supported when MORE than this share of its content words occur in one context
+# sentence ("most of its words"); 0.5 lets one unmatched word through in a three-word sentence.
+SUPPORT_THRESHOLD = 0.5
+# Naturalness: the factor applied when the rationale does not end in ".", "!" or "?".
+MISSING_FINAL_PUNCT_FACTOR = 0.5
+# Naturalness: a run of this many identical characters (not digits or spaces) is degenerate;
+# "!!!!" and "soooo" are, "1000" and "committee" are not.
+CHAR_RUN_LENGTH = 4
+
+STOP_WORDS = frozenset(
+    """
+    a an the and or but nor so of to in on at by for from with as into onto about than then
+    is are was were be been being am do does did has have had having it its this that these those
+    he she they we you i him her them us me his hers their our your my who whom whose which what
+    when where why how there here not no yes also too very just only
+    s answer answers therefore thus hence step steps think let lets
+    """.split()
+)
+
+
+def factuality(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
+    """Share of the rationale's sentences supported by the context.
+
+    A sentence is supported when more than `SUPPORT_THRESHOLD` (half) of its distinct content
+    words occur in a single context sentence. Each context sentence is read together with its
+    paragraph's title, because Wikipedia-style sentences refer to the title entity by pronoun
+    ("He was born in ..."). No sentence with content words gives 0.0.
+    """
+    _check_lengths(examples, rationales)
+    out = []
+    for example, rationale in zip(examples, rationales):
+        steps = _content_sentences(rationale)
+        if not steps:
+            out.append(0.0)
+            continue
+        evidence = [
+            set(content_words(f"{p.title} {s}")) for p in example.context for s in p.sentences
+        ]
+        supported = sum(
+            any(len(step & ev) / len(step) > SUPPORT_THRESHOLD for ev in evidence) for step in steps
+        )
+        out.append(supported / len(steps))
+    return out
+
+
+def relevance(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
+    """Recall of the question's distinct content words among the rationale's content words.
+
+    Recall rather than an F-measure: a good multi-hop rationale must name entities the question
+    does not (the bridge), so precision against the question would punish exactly those. Padding
+    is held back by the other aspects and the task reward. A question without content words gives
+    0.5 (nothing to be relevant to); an empty rationale gives 0.0.
+    """
+    _check_lengths(examples, rationales)
+    out = []
+    for example, rationale in zip(examples, rationales):
+        said = set(content_words(rationale))
+        if not said:
+            out.append(0.0)
+            continue
+        asked = set(content_words(example.question))
+        out.append(len(asked & said) / len(asked) if asked else 0.5)
+    return out
+
+
+def logicality(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
+    """Share of the sentences after the first that build on an earlier one.
+
+    A sentence builds on the earlier ones when it shares at least one content word (in practice an
+    entity or value) with any of them, as the hops of a reasoning chain do ("A was born in B. B is
+    in C."). A single sentence scores 1.0: it has nothing to fail to connect to.
+    """
+    _check_lengths(examples, rationales)
+    out = []
+    for rationale in rationales:
+        steps = _content_sentences(rationale)
+        if not steps:
+            out.append(0.0)
+            continue
+        if len(steps) == 1:
+            out.append(1.0)
+            continue
+        seen = set(steps[0])
+        linked = 0
+        for step in steps[1:]:
+            linked += bool(step & seen)
+            seen |= step
+        out.append(linked / (len(steps) - 1))
+    return out
+
+
+def consistency(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
+    """Agreement between the rationale's conclusion and the large LM's answer (`extra["answers"]`).
+
+    The conclusion is the answer the rationale states with an answer phrase ("So the answer is X";
+    see `lmgcot.eval.answers.split_rationale_answer`). With one: 1.0 when it equals the large LM's
+    answer after `normalize_answer`, else 0.0. Without one (student rationales are trained without
+    the answer sentence), the last sentence is the conclusion: 1.0 when the normalised answer
+    occurs in it as whole words ("... was born in Paris." and "Paris"), else 0.5, because a
+    conclusion that does not name an answer neither agrees nor disagrees. A missing (None or empty)
+    large-LM answer also gives 0.5.
+    """
+    _check_lengths(examples, rationales)
+    answers = _require(extra, "answers", "the large LM's answers, one per rationale")
+    _check_lengths(rationales, answers, "answers")
+    out = []
+    for rationale, answer in zip(rationales, answers):
+        target = normalize_answer(answer or "")
+        if not rationale.strip():
+            out.append(0.5)
+            continue
+        _, stated = split_rationale_answer(rationale)
+        if not target:
+            out.append(0.5)
+        elif stated:
+            out.append(float(normalize_answer(stated) == target))
+        else:
+            parts = sentences(rationale)
+            last = f" {normalize_answer(parts[-1])} " if parts else ""
+            out.append(1.0 if f" {target} " in last else 0.5)
+    return out
+
+
+def coherence(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
+    """Mean Jaccard overlap of the content-word sets of adjacent sentences.
+
+    A single sentence scores 1.0 (no seam between sentences to be incoherent at); an empty
+    rationale scores 0.0. Unlike logicality this rewards each step following on from the one just
+    before it, and rewards sharing many words, not one.
+    """
+    _check_lengths(examples, rationales)
+    out = []
+    for rationale in rationales:
+        steps = _content_sentences(rationale)
+        if not steps:
+            out.append(0.0)
+        elif len(steps) == 1:
+            out.append(1.0)
+        else:
+            pairs = list(zip(steps, steps[1:]))
+            out.append(sum(len(a & b) / len(a | b) for a, b in pairs) / len(pairs))
+    return out
+
+
+def fluency(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
+    """exp(mean per-token log-probability) under the reference model (`extra["token_logprobs"]`).
+
+    This is the inverse perplexity, in [0, 1]. The log-probabilities come from the caller (the RL
+    stage already computes them for the KL term), one list of floats per rationale; an empty list
+    (an empty rationale) scores 0.0. NaN log-probabilities raise ValueError.
+    """
+    _check_lengths(examples, rationales)
+    logprobs = _require(
+        extra, "token_logprobs", "per-token log-probabilities, one list per rationale"
+    )
+    _check_lengths(rationales, logprobs, "token_logprobs")
+    out = []
+    for i, values in enumerate(logprobs):
+        values = [float(v) for v in values]
+        if any(math.isnan(v) for v in values):
+            raise ValueError(f"fluency: token_logprobs[{i}] contains NaN")
+        if not values:
+            out.append(0.0)
+            continue
+        # Clipped at 1: a log-probability above 0 can only be numerical noise.
+        out.append(min(1.0, math.exp(sum(values) / len(values))))
+    return out
+
+
+def naturalness(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
+    """Penalty for degenerate text: distinct2 * runs * punct.
+
+    * distinct2: distinct word bigrams / all word bigrams (lower-cased words; 1.0 with fewer than
+      two words), which falls as a rationale loops on itself;
+    * runs: 1 - (share of non-space characters that sit in a run of `CHAR_RUN_LENGTH` or more
+      identical non-digit characters), for "!!!!!!" or "nooooo";
+    * punct: 1.0 when the text ends in ".", "!" or "?" (closing quotes or brackets after it
+      allowed), else `MISSING_FINAL_PUNCT_FACTOR`, since generation cut off mid-sentence is a
+      typical degenerate output.
+
+    A product, so any one defect is enough to pull the score down.
+    """
+    _check_lengths(examples, rationales)
+    out = []
+    for rationale in rationales:
+        text = rationale.strip()
+        if not text:
+            out.append(0.0)
+            continue
+        words = _WORD.findall(text.lower())
+        bigrams = list(zip(words, words[1:]))
+        distinct2 = len(set(bigrams)) / len(bigrams) if bigrams else 1.0
+        chars = re.sub(r"\s+", "", text)
+        in_runs = sum(len(m.group(0)) for m in _CHAR_RUN.finditer(chars))
+        runs = 1.0 - in_runs / len(chars)
+        punct = 1.0 if _FINAL_PUNCT.search(text) else MISSING_FINAL_PUNCT_FACTOR
+        out.append(distinct2 * runs * punct)
+    return out
+
+
+def readability(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
+    """Flesch reading ease, clipped to [0, 100] and divided by 100.
+
+    FRE = 206.835 - 1.015 * words / sentences - 84.6 * syllables / words, with sentences from
+    `sentences`, words from `_WORD` and syllables from `count_syllables` (a number counts one
+    syllable per digit). No words gives 0.0.
+    """
+    _check_lengths(examples, rationales)
+    out = []
+    for rationale in rationales:
+        words = _WORD.findall(rationale)
+        if not words:
+            out.append(0.0)
+            continue
+        n_sentences = max(1, len(sentences(rationale)))
+        syllables = sum(count_syllables(w) for w in words)
+        fre = 206.835 - 1.015 * len(words) / n_sentences - 84.6 * syllables / len(words)
+        out.append(min(100.0, max(0.0, fre)) / 100.0)
+    return out
+
+
+ASPECTS: dict[str, AspectFn] = {
+    "factuality": factuality,
+    "relevance": relevance,
+    "logicality": logicality,
+    "consistency": consistency,
+    "coherence": coherence,
+    "fluency": fluency,
+    "naturalness": naturalness,
+    "readability": readability,
+}
+
+
+def sentences(text: str) -> list[str]:
+    """Non-empty sentences: split after ".", "!" or "?" followed by white space, and at newlines."""
+    return [s.strip() for s in _SENTENCE_SPLIT.split(text.strip()) if s.strip()]
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased letter/digit runs of `text` that are not stop words, in order, with repeats."""
+    return [w for w in _TOKEN.findall(text.lower()) if w not in STOP_WORDS]
+
+
+def count_syllables(word: str) -> int:
+    """Vowel groups (a, e, i, o, u, y), less a silent final "e" ("made", not "table"); at least 1.
+
+    A number counts one syllable per digit.
+    """
+    word = word.lower()
+    if word.isdigit():
+        return len(word)
+    word = re.sub(r"[^a-z]", "", word)
+    count = len(_VOWEL_GROUP.findall(word))
+    if count > 1 and word.endswith("e") and not word.endswith(("le", "ee")):
+        count -= 1
+    return max(1, count)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+# Letters and digits of any script; "_" is a word character for `\w` but not a letter.
+_TOKEN = re.compile(r"[^\W_]+")
+# A word for readability and bigrams: letters with an optional apostrophe part, or a number.
+_WORD = re.compile(r"[A-Za-z]+(?:['\u2019][A-Za-z]+)*|\d+")
+_VOWEL_GROUP = re.compile(r"[aeiouy]+")
+_CHAR_RUN = re.compile(rf"([^\d\s])\1{{{CHAR_RUN_LENGTH - 1},}}")
+_FINAL_PUNCT = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
+
+
+def _content_sentences(text: str) -> list[set[str]]:
+    """Content-word sets of the sentences that have any."""
+    steps = [set(content_words(s)) for s in sentences(text)]
+    return [s for s in steps if s]
+
+
+def _require(extra: dict, key: str, what: str) -> list:
+    if extra.get(key) is None:
+        raise ValueError(f"missing input extra[{key!r}]: {what}")
+    return list(extra[key])
+
+
+def _check_lengths(first: Sequence, second: Sequence, name: str = "rationales") -> None:
+    if len(first) != len(second):
+        raise ValueError(f"{len(second)} {name} for {len(first)} items: need one each")

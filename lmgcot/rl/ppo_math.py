@@ -1,0 +1,336 @@
+"""Pure tensor functions of PPO over decoder tokens: masked statistics, rewards, GAE and losses.
+
+Conventions: per-token tensors are (batch, T) over the decoder tokens of each sampled response;
+`mask` is float, 1 for real tokens (including the final EOS) and 0 for right padding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_mean(
+    x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None
+) -> torch.Tensor:
+    """Mean of `x` over entries where `mask` is 1.
+
+    Args:
+        x: any shape.
+        mask: same shape as `x` (0/1 floats).
+        dim: reduce over these dims only (None: over everything, giving a scalar).
+
+    Returns:
+        The reduced tensor; 0 where nothing is unmasked (instead of NaN, so one empty row cannot
+        poison a batch statistic).
+    """
+    mask = mask.to(x.dtype)
+    total = (x * mask).sum() if dim is None else (x * mask).sum(dim=dim)
+    count = mask.sum() if dim is None else mask.sum(dim=dim)
+    return torch.where(count > 0, total / count.clamp_min(1e-12), torch.zeros_like(total))
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance of `x` over all entries where `mask` is 1 (a scalar).
+
+    Args:
+        x: any shape.
+        mask: same shape as `x` (0/1 floats).
+        unbiased: apply Bessel's correction n / (n - 1).
+
+    Returns:
+        Scalar; 0 when fewer than two entries are unmasked (no spread can be measured, and 0 keeps
+        whitening of a batch holding one token finite).
+    """
+    mask = mask.to(x.dtype)
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    if unbiased:
+        n = mask.sum()
+        var = torch.where(n > 1, var * n / (n - 1).clamp_min(1e-12), torch.zeros_like(var))
+    return var
+
+
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
+    """Scale `x` to unit (unbiased) variance over its unmasked entries.
+
+    Args:
+        x: any shape.
+        mask: same shape as `x` (0/1 floats).
+        shift_mean: also subtract the mean (False keeps the original mean, as for rewards whose
+            sign carries meaning).
+        eps: added to the variance before the square root, for constant inputs.
+
+    Returns:
+        Same shape as `x`; padding entries are 0 so they cannot leak into unmasked sums.
+    """
+    mask = mask.to(x.dtype)
+    mean = masked_mean(x, mask)
+    var = masked_var(x, mask, unbiased=True)
+    whitened = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask
+
+
+def token_rewards(
+    scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float
+) -> torch.Tensor:
+    """Per-token rewards: a KL penalty on every real token plus each row's score at its last token.
+
+    Args:
+        scores: (batch,) terminal reward of each response (e.g. the large LM's answer quality).
+        kl: (batch, T) per-token KL estimate against the reference model (see `kl_estimate`).
+        mask: (batch, T) 0/1 floats; each row needs at least one real token (the EOS). A row with a
+            single real token (an EOS-only response) gets its score at position 0.
+        kl_coef: the KL penalty coefficient beta (>= 0).
+
+    Returns:
+        (batch, T) rewards, 0 on padding. Inputs should be detached: rewards are constants in PPO.
+    """
+    if kl.shape != mask.shape or scores.shape != kl.shape[:1]:
+        raise ValueError(
+            f"shapes: scores {tuple(scores.shape)} must be (batch,) and kl {tuple(kl.shape)} "
+            f"must match mask {tuple(mask.shape)}"
+        )
+    mask = mask.to(kl.dtype)
+    empty = mask.sum(dim=1) == 0
+    if empty.any():
+        rows = empty.nonzero().flatten().tolist()
+        raise ValueError(f"rows {rows} have no real tokens; every response holds at least its EOS")
+    rewards = -kl_coef * kl * mask
+    last = _last_real_index(mask)
+    return rewards.scatter_add(1, last[:, None], scores.to(kl.dtype)[:, None])
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over each response, terminal after its last real token.
+
+    delta_t = r_t + gamma * V_{t+1} - V_t and A_t = delta_t + gamma * lam * A_{t+1}, where V and A
+    past a row's last real token are 0 (the episode ends with the response).
+
+    Args:
+        rewards: (batch, T) per-token rewards (see `token_rewards`).
+        values: (batch, T) value estimates V(s_t) from the rollout (detached here).
+        mask: (batch, T) 0/1 floats, right-padded.
+        gamma: discount factor in [0, 1] (1 is usual for short responses).
+        lam: GAE lambda in [0, 1]; trades bias (0: one-step TD) against variance (1: Monte Carlo).
+
+    Returns:
+        (advantages, returns), each (batch, T) and 0 on padding; returns = advantages + values are
+        the value-function targets.
+    """
+    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
+        raise ValueError(f"gamma={gamma} and lam={lam} must lie in [0, 1]")
+    if rewards.shape != values.shape or rewards.shape != mask.shape:
+        raise ValueError(
+            f"shapes differ: rewards {tuple(rewards.shape)}, values {tuple(values.shape)}, "
+            f"mask {tuple(mask.shape)}"
+        )
+    rewards, values = rewards.detach(), values.detach()
+    mask = mask.to(values.dtype)
+    # Masking the values makes every padded position look terminal to the step before it.
+    values = values * mask
+    advantages = torch.zeros_like(values)
+    next_value = torch.zeros_like(values[:, 0])
+    next_advantage = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        # Multiplying by the mask zeroes padded positions, which then carry nothing backwards.
+        next_advantage = (delta + gamma * lam * next_advantage) * mask[:, t]
+        advantages[:, t] = next_advantage
+        next_value = values[:, t]
+    returns = (advantages + values) * mask
+    return advantages, returns
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO clipped surrogate loss: masked mean of max(-A * ratio, -A * clip(ratio, 1 +- eps)).
+
+    Args:
+        logprobs: (batch, T) log-probs of the sampled tokens under the policy being optimised.
+        old_logprobs: (batch, T) the same under the rollout policy (detached here).
+        advantages: (batch, T) advantage estimates (detached here).
+        mask: (batch, T) 0/1 floats.
+        clip_range: epsilon, how far the probability ratio may move from 1 before the gradient
+            stops (> 0; 0.2 is usual).
+
+    Returns:
+        (loss, clipfrac, approx_kl): the scalar loss to minimise; the fraction of real tokens where
+        the clipped term was active; masked mean of 0.5 * (logp - old_logp)^2. The last two are
+        detached diagnostics.
+    """
+    if clip_range <= 0:
+        raise ValueError(f"rl.clip_range={clip_range}: must be > 0")
+    old_logprobs, advantages = old_logprobs.detach(), advantages.detach()
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped > unclipped).to(logprobs.dtype), mask)
+        approx_kl = masked_mean(0.5 * log_ratio**2, mask)
+    return loss, clipfrac, approx_kl
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range_value: float | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped value loss: masked mean of 0.5 * max((v - R)^2, (clip(v, old +- c) - R)^2).
+
+    Args:
+        values: (batch, T) current value predictions.
+        old_values: (batch, T) predictions at rollout time (detached here).
+        returns: (batch, T) value targets from `gae` (detached here).
+        mask: (batch, T) 0/1 floats.
+        clip_range_value: c, how far a prediction may move from its rollout value before its
+            gradient stops (> 0; None disables clipping).
+
+    Returns:
+        (loss, clipfrac): the scalar loss and the detached fraction of real tokens where the clipped
+        term was the larger.
+    """
+    old_values, returns = old_values.detach(), returns.detach()
+    unclipped = (values - returns) ** 2
+    if clip_range_value is None:
+        return 0.5 * masked_mean(unclipped, mask), torch.zeros((), dtype=values.dtype)
+    if clip_range_value <= 0:
+        raise ValueError(f"rl.clip_range_value={clip_range_value}: must be > 0 (or null)")
+    clipped_values = old_values + (values - old_values).clamp(-clip_range_value, clip_range_value)
+    clipped = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped > unclipped).to(values.dtype), mask)
+    return loss, clipfrac
+
+
+def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean over tokens of the entropy of each next-token distribution.
+
+    Args:
+        logits: (batch, T, V) unnormalised scores.
+        mask: (batch, T) 0/1 floats.
+
+    Returns:
+        Scalar, in nats (log V for uniform distributions).
+    """
+    logp = F.log_softmax(logits, dim=-1)
+    entropy = -(logp.exp() * logp).sum(dim=-1)
+    return masked_mean(entropy, mask)
+
+
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each label under its position's distribution.
+
+    Args:
+        logits: (batch, T, V) unnormalised scores; position t predicts labels[:, t].
+        labels: (batch, T) token ids in [0, V); padding must hold a real id such as the pad id
+            (not -100), and is masked later by the caller.
+
+    Returns:
+        (batch, T) log-probs.
+    """
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
+    if (labels < 0).any():
+        raise ValueError("labels hold negative ids (-100?); put the pad id on padding instead")
+    logp = F.log_softmax(logits, dim=-1)
+    return logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+
+
+def clip_scores(scores: torch.Tensor, clip: float | None) -> torch.Tensor:
+    """Clamp scores to [-clip, clip] so one outlier reward cannot dominate an update.
+
+    Args:
+        scores: any shape.
+        clip: bound (> 0); None returns the scores unchanged.
+    """
+    if clip is None:
+        return scores
+    if clip <= 0:
+        raise ValueError(f"rl.score_clip={clip}: must be > 0 (or null)")
+    return scores.clamp(-clip, clip)
+
+
+def normalize_scores(
+    scores: torch.Tensor,
+    running_mean_std: RunningMeanStd,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """Standardise scores by running statistics (which this does not update: call `update` first).
+
+    Args:
+        scores: any shape.
+        running_mean_std: statistics of the scores seen so far.
+        shift_mean: also subtract the running mean (False only rescales, keeping the sign).
+        eps: added to the std, for constant scores.
+    """
+    mean = running_mean_std.mean if shift_mean else 0.0
+    return (scores - mean) / (running_mean_std.std + eps)
+
+
+class RunningMeanStd:
+    """Running mean and (population) variance of a stream of scores; checkpointable."""
+
+    def __init__(self) -> None:
+        self.mean = 0.0
+        self.var = 1.0
+        self.count = 0
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.var)
+
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch in, combining batch and running moments (Chan et al.'s parallel formula)."""
+        x = x.detach().double().flatten()
+        n = x.numel()
+        if n == 0:
+            return
+        batch_mean = x.mean().item()
+        batch_var = x.var(unbiased=False).item()
+        if self.count == 0:
+            self.mean, self.var, self.count = batch_mean, batch_var, n
+            return
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.var = m2 / total
+        self.count = total
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.mean, self.var = float(state["mean"]), float(state["var"])
+        self.count = int(state["count"])
+
+
+def _last_real_index(mask: torch.Tensor) -> torch.Tensor:
+    """(batch,) index of each row's last nonzero mask entry (0 for an all-zero row)."""
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    # argmax of position * mask finds the last real token even if the mask is not contiguous.
+    return (positions * (mask > 0)).argmax(dim=1)

@@ -1,0 +1,255 @@
+"""The `anthropic` and `openai` backends, with the real SDK clients, against a local fake API server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fake_api_server import AUTH_MESSAGE, CREDIT_MESSAGE, FakeApiServer, reply_text
+from omegaconf import OmegaConf
+
+from lmgcot.cli import CONFIG_DIR
+from lmgcot.errors import BackendError, ConfigError
+from lmgcot.llm.anthropic import AnthropicLargeLM
+from lmgcot.llm.base import GenerationParams
+from lmgcot.llm.cache import CallCache
+from lmgcot.llm.openai import OpenAILargeLM
+from lmgcot.pipeline import build
+
+KEY = "sk-ant-test-XYZ"
+OPENAI_KEY = "sk-openai-test-ABC"
+GREEDY = GenerationParams(max_new_tokens=16)
+PROMPTS = [f"Question {i}: what is {i} plus {i}?" for i in range(12)]
+BACKENDS = ["anthropic", "openai"]
+PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
+@pytest.fixture
+def server():
+    with FakeApiServer() as s:
+        yield s
+
+
+def make_lm(backend: str, server: FakeApiServer, cache: CallCache | None = None, **kw):
+    kw.setdefault("max_retries", 2)
+    if backend == "anthropic":
+        return AnthropicLargeLM("claude-test", cache=cache, base_url=server.url, **kw)
+    return OpenAILargeLM("served-model", cache=cache, base_url=f"{server.url}/v1", **kw)
+
+
+def texts(results) -> list[str]:
+    return [c.text for per_prompt in results for c in per_prompt]
+
+
+# -- both backends --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_results_come_back_in_request_order_with_usage(backend, server):
+    lm = make_lm(backend, server, max_concurrency=4)
+    results = lm.generate(PROMPTS, GREEDY)
+    assert texts(results) == [reply_text(p, 0.0) for p in PROMPTS]
+    assert {r.path for r in server.requests} == {PATHS[backend]}
+    assert len(server.requests) == len(PROMPTS)
+    assert lm.usage.calls == len(PROMPTS) and lm.usage.cache_hits == 0
+    assert lm.usage.input_tokens == sum(len(p.split()) for p in PROMPTS)
+    assert lm.usage.output_tokens == sum(len(t.split()) for t in texts(results))
+    body = server.requests[0].body
+    assert body["max_tokens"] == 16 and body["temperature"] == 0.0
+    assert "top_p" not in body  # top_p=1.0 is not sent
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_repeated_generate_is_served_from_the_cache(backend, server, tmp_path):
+    cache = CallCache(tmp_path / "calls.sqlite")
+    lm = make_lm(backend, server, cache=cache)
+    first = lm.generate(PROMPTS[:5], GREEDY)
+    sent = len(server.requests)
+    assert sent == 5
+    again = lm.generate(PROMPTS[:5], GREEDY)
+    assert len(server.requests) == sent  # not one HTTP request
+    assert texts(again) == texts(first)
+    assert all(c.cached for per in again for c in per)
+    assert lm.usage.calls == 5 and lm.usage.cache_hits == 5
+    lm.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_401_stops_with_the_api_message_and_no_key(backend, server):
+    server.fail_with = 401
+    lm = make_lm(backend, server)
+    with pytest.raises(BackendError) as info:
+        lm.generate(PROMPTS[:3], GREEDY)
+    message = str(info.value)
+    assert AUTH_MESSAGE in message and "401" in message and "\n" not in message
+    assert KEY not in message and "EMPTY" not in message
+    # Retrying cannot fix a bad key: each request was sent once.
+    assert len(server.requests) <= 3
+    assert lm.usage.calls == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_transient_faults_are_retried_by_the_sdk(backend, server):
+    server.transient_rate = 0.3
+    server.retry_after_ms = 1
+    lm = make_lm(backend, server, max_concurrency=8, max_retries=2)
+    prompts = [f"flaky prompt number {i}" for i in range(24)]
+    results = lm.generate(prompts, GREEDY)
+    assert texts(results) == [reply_text(p, 0.0) for p in prompts]
+    faults = [r for r in server.requests if r.status != 200]
+    assert faults, "the fault injection did not hit any request"
+    assert {r.status for r in faults} <= {429, 500, 529}
+    assert len(server.ok_requests()) == len(prompts)
+    assert lm.usage.calls == len(prompts)
+
+
+# -- anthropic ------------------------------------------------------------------------------
+
+
+def test_anthropic_requests_carry_the_key_version_and_settings(server):
+    lm = make_lm("anthropic", server, system="Be brief.")
+    params = GenerationParams(max_new_tokens=7, temperature=0.5, top_p=0.9, stop=("\n\n",))
+    [[c]] = lm.generate(["hello there"], params)
+    assert c.text == reply_text("hello there", 0.5, system="Be brief.")
+    [req] = server.requests
+    assert req.headers["x-api-key"] == KEY
+    assert req.headers.get("anthropic-version")
+    assert req.body == {
+        "model": "claude-test",
+        "max_tokens": 7,
+        "messages": [{"role": "user", "content": "hello there"}],
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "stop_sequences": ["\n\n"],
+        "system": "Be brief.",
+    }
+    # A request's own system prompt wins over the backend's default.
+    lm.generate(["hello there"], GenerationParams(system="Answer in French."))
+    assert server.requests[-1].body["system"] == "Answer in French."
+
+
+def test_samples_at_temperature_are_distinct_requests(server, tmp_path):
+    lm = make_lm("anthropic", server, cache=CallCache(tmp_path / "calls.sqlite"))
+    params = GenerationParams(max_new_tokens=16, temperature=0.7)
+    [samples] = lm.generate(["tell me a story"], params, n=3)
+    assert len(server.requests) == 3
+    assert len({c.text for c in samples}) == 3
+    assert lm.usage.calls == 3
+    lm.generate(["tell me a story"], params, n=3)
+    assert len(server.requests) == 3 and lm.usage.cache_hits == 3
+
+
+def test_a_low_credit_balance_stops_with_the_api_message(server):
+    server.fail_with = "credit"
+    lm = make_lm("anthropic", server)
+    with pytest.raises(BackendError, match="credit balance is too low") as info:
+        lm.generate(["hi"], GREEDY)
+    assert CREDIT_MESSAGE in str(info.value) and "\n" not in str(info.value)
+    assert len(server.requests) == 1  # a 400 is not retried
+
+
+def test_errors_left_after_the_sdk_retries_become_a_backend_error(server):
+    server.fail_with = 529
+    lm = make_lm("anthropic", server, max_retries=1)
+    with pytest.raises(BackendError, match="HTTP 529 after 1 retries"):
+        lm.generate(["hi"], GREEDY)
+    assert len(server.requests) == 2  # the first attempt and one retry
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_a_missing_anthropic_key_fails_at_construction(monkeypatch, server, value):
+    if value is None:
+        monkeypatch.delenv("ANTHROPIC_API_KEY")
+    else:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", value)
+    with pytest.raises(BackendError, match="set ANTHROPIC_API_KEY"):
+        make_lm("anthropic", server)
+    assert server.requests == []
+
+
+def test_concurrent_calls_are_faster_than_serial_ones(server):
+    server.latency_s = 0.1
+    prompts = [f"slow prompt {i}" for i in range(32)]
+    elapsed = {}
+    for concurrency in (1, 16):
+        server.reset()
+        lm = make_lm("anthropic", server, max_concurrency=concurrency, batch_size=64)
+        t0 = time.perf_counter()
+        results = lm.generate(prompts, GREEDY)
+        elapsed[concurrency] = time.perf_counter() - t0
+        assert texts(results) == [reply_text(p, 0.0) for p in prompts]
+        assert server.max_in_flight <= concurrency
+    ratio = elapsed[1] / elapsed[16]
+    print(f"concurrency speed-up 16 vs 1: {ratio:.1f}x ({elapsed[1]:.2f}s vs {elapsed[16]:.2f}s)")
+    assert ratio >= 4.0
+
+
+def test_cost_accumulates_over_fresh_calls_from_the_price_table(server, tmp_path):
+    prices = {"claude-test": {"input": 3.0, "output": 15.0}}
+    lm = make_lm("anthropic", server, cache=CallCache(tmp_path / "c.sqlite"), prices=prices)
+    assert lm.cost_usd == 0.0
+    lm.generate(PROMPTS[:4], GREEDY)
+    expected = (lm.usage.input_tokens * 3.0 + lm.usage.output_tokens * 15.0) / 1e6
+    assert lm.cost_usd == pytest.approx(expected) and expected > 0
+    assert lm.usage.as_dict()["cost_usd"] == pytest.approx(expected)
+    assert lm.usage.by_stage["default"]["cost_usd"] == pytest.approx(expected)
+    lm.generate(PROMPTS[:4], GREEDY)  # cache hits cost nothing
+    assert lm.cost_usd == pytest.approx(expected)
+    lm.generate(PROMPTS[4:6], GREEDY)
+    assert lm.cost_usd > expected
+    unpriced = make_lm("anthropic", server, prices={"other-model": {"input": 1, "output": 1}})
+    unpriced.generate(["hi"], GREEDY)
+    assert unpriced.cost_usd is None and unpriced.usage.cost_usd is None
+
+
+def test_a_malformed_price_table_is_a_config_error(server):
+    with pytest.raises(ConfigError, match="prices.claude-test"):
+        make_lm("anthropic", server, prices={"claude-test": {"input": 3.0}})
+
+
+# -- openai ---------------------------------------------------------------------------------
+
+
+def test_openai_sends_empty_key_when_unset_and_the_env_key_when_set(server, monkeypatch):
+    lm = make_lm("openai", server, system="Be brief.")
+    lm.generate(["hello"], GenerationParams(max_new_tokens=5, stop=("END",)))
+    [req] = server.requests
+    assert req.headers["authorization"] == "Bearer EMPTY"
+    assert req.body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hello"},
+    ]
+    assert req.body["stop"] == ["END"] and req.body["max_tokens"] == 5
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    make_lm("openai", server).generate(["hello again"], GREEDY)
+    assert server.requests[-1].headers["authorization"] == f"Bearer {OPENAI_KEY}"
+
+
+def test_openai_needs_a_base_url():
+    with pytest.raises(ConfigError, match="base_url"):
+        OpenAILargeLM("m", base_url=None)
+
+
+# -- configs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", BACKENDS)
+def test_the_config_files_build_a_working_backend(option, server):
+    node = OmegaConf.load(Path(CONFIG_DIR) / "large_lm" / f"{option}.yaml")
+    assert "key" not in " ".join(str(k).lower() for k in node)
+    url = server.url if option == "anthropic" else f"{server.url}/v1"
+    lm = build(node, "large_lm", cache=None, base_url=url)
+    assert lm.backend == option and lm.max_concurrency == node.max_concurrency
+    [[c]] = lm.generate(["hi"], GREEDY)
+    assert c.text == reply_text("hi", 0.0)
+    if option == "anthropic":
+        assert lm.model in lm.prices and lm.cost_usd is not None and lm.cost_usd > 0
