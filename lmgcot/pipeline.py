@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ RESULTS_FILE = "results.json"
 
 def run(cfg: DictConfig) -> dict:
     """Run the configured stages and return the results dict also written to results.json."""
+    # Lightning's own use of a deprecated torch API: noise a user can do nothing about.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     transformers.utils.logging.disable_progress_bar()
     huggingface_hub.utils.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ class Recorded:
 class FakeApiServer:
     """Serves `POST /v1/messages` (Anthropic) and `POST /v1/chat/completions` (OpenAI) on
     127.0.0.1:<free port>; use as a context manager. Replies are a pure function of the request
-    body (at temperature > 0 each repeat of a body also gets its own sample number).
+    body (when sampling, i.e. temperature > 0 or none given, each repeat of a body also gets
+    its own sample number).
 
     Faults, settable at any time:
     * `latency_s`: every request waits this long before answering.
@@ -72,9 +74,11 @@ class FakeApiServer:
         class Handler(_Handler):
             server_state = fake
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        # A short poll interval: shutdown() waits for it, once per test.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -143,9 +147,10 @@ class FakeApiServer:
                 extra["retry-after-ms"] = str(self.retry_after_ms)
             return status, extra, _error(anthropic, status, f"injected {status}")
         prompt, system = _prompt_and_system(body, anthropic)
-        temperature = float(body.get("temperature", 1.0))
+        temperature = body.get("temperature")
         sample = 1
-        if temperature > 0:
+        # No temperature (Anthropic's current API takes none) means the API's default, 1.0.
+        if temperature is None or temperature > 0:
             # Identical bodies are the samples of one prompt: each repeat gets the next number.
             with self._lock:
                 self._served[key] = sample = self._served.get(key, 0) + 1
@@ -192,15 +197,34 @@ class FakeApiServer:
         )
 
 
-def reply_text(prompt: str, temperature: float, system: str = "", sample: int = 1) -> str:
-    """What the server answers to a prompt (for expected values in tests)."""
+def reply_text(
+    prompt: str, temperature: float | None = None, system: str = "", sample: int = 1
+) -> str:
+    """What the server answers to a prompt (for expected values in tests); `temperature` is the
+    one the request body carried, None when it carried none."""
     text = f"reply {hashlib.sha256((system + chr(31) + prompt).encode()).hexdigest()[:10]}"
-    text += f" t={temperature:g}"
-    return text + (f" sample={sample}" if temperature > 0 else "")
+    if temperature is not None:
+        text += f" t={float(temperature):g}"
+    return text + (f" sample={sample}" if temperature is None or temperature > 0 else "")
+
+
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops bursts of concurrent connects, and a dropped SYN costs
+    # the client a 1 s retransmit: that would cap the concurrency this server is meant to test.
+    request_queue_size = 256
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that gave up (a failed batch cancels its other calls) is not a server error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDKs' connection pools expect
+    # Headers and body go out in separate writes; with Nagle on, delayed ACKs add ~40 ms to each.
+    disable_nagle_algorithm = True
     server_state: FakeApiServer
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)

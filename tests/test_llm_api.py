@@ -46,6 +46,11 @@ def make_lm(backend: str, server: FakeApiServer, cache: CallCache | None = None,
     return OpenAILargeLM("served-model", cache=cache, base_url=f"{server.url}/v1", **kw)
 
 
+def expected(backend: str, prompt: str, temperature: float = 0.0, system: str = "") -> str:
+    """The fake server's reply; Anthropic's current API is sent no temperature at all."""
+    return reply_text(prompt, None if backend == "anthropic" else temperature, system)
+
+
 def texts(results) -> list[str]:
     return [c.text for per_prompt in results for c in per_prompt]
 
@@ -57,15 +62,15 @@ def texts(results) -> list[str]:
 def test_results_come_back_in_request_order_with_usage(backend, server):
     lm = make_lm(backend, server, max_concurrency=4)
     results = lm.generate(PROMPTS, GREEDY)
-    assert texts(results) == [reply_text(p, 0.0) for p in PROMPTS]
+    assert texts(results) == [expected(backend, p) for p in PROMPTS]
     assert {r.path for r in server.requests} == {PATHS[backend]}
     assert len(server.requests) == len(PROMPTS)
     assert lm.usage.calls == len(PROMPTS) and lm.usage.cache_hits == 0
     assert lm.usage.input_tokens == sum(len(p.split()) for p in PROMPTS)
     assert lm.usage.output_tokens == sum(len(t.split()) for t in texts(results))
     body = server.requests[0].body
-    assert body["max_tokens"] == 16 and body["temperature"] == 0.0
-    assert "top_p" not in body  # top_p=1.0 is not sent
+    assert body["max_tokens"] == 16 and "top_p" not in body  # top_p=1.0 is not sent
+    assert body.get("temperature") == (None if backend == "anthropic" else 0.0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -104,7 +109,7 @@ def test_transient_faults_are_retried_by_the_sdk(backend, server):
     lm = make_lm(backend, server, max_concurrency=8, max_retries=2)
     prompts = [f"flaky prompt number {i}" for i in range(24)]
     results = lm.generate(prompts, GREEDY)
-    assert texts(results) == [reply_text(p, 0.0) for p in prompts]
+    assert texts(results) == [expected(backend, p) for p in prompts]
     faults = [r for r in server.requests if r.status != 200]
     assert faults, "the fault injection did not hit any request"
     assert {r.status for r in faults} <= {429, 500, 529}
@@ -115,23 +120,24 @@ def test_transient_faults_are_retried_by_the_sdk(backend, server):
 # -- anthropic ------------------------------------------------------------------------------
 
 
-def test_anthropic_requests_carry_the_key_version_and_settings(server):
+def test_anthropic_requests_carry_the_key_version_and_settings(server, caplog):
     lm = make_lm("anthropic", server, system="Be brief.")
     params = GenerationParams(max_new_tokens=7, temperature=0.5, top_p=0.9, stop=("\n\n",))
     [[c]] = lm.generate(["hello there"], params)
-    assert c.text == reply_text("hello there", 0.5, system="Be brief.")
+    assert c.text == reply_text("hello there", system="Be brief.")
     [req] = server.requests
-    assert req.headers["x-api-key"] == KEY
+    # SDK 2.x sends the API key as a bearer token.
+    assert req.headers["authorization"] == f"Bearer {KEY}"
     assert req.headers.get("anthropic-version")
+    # No temperature/top_p: the API version the SDK speaks refuses them (see the module docstring).
     assert req.body == {
         "model": "claude-test",
         "max_tokens": 7,
         "messages": [{"role": "user", "content": "hello there"}],
-        "temperature": 0.5,
-        "top_p": 0.9,
         "stop_sequences": ["\n\n"],
         "system": "Be brief.",
     }
+    assert "takes no temperature" in caplog.text and KEY not in caplog.text
     # A request's own system prompt wins over the backend's default.
     lm.generate(["hello there"], GenerationParams(system="Answer in French."))
     assert server.requests[-1].body["system"] == "Answer in French."
@@ -186,7 +192,7 @@ def test_concurrent_calls_are_faster_than_serial_ones(server):
         t0 = time.perf_counter()
         results = lm.generate(prompts, GREEDY)
         elapsed[concurrency] = time.perf_counter() - t0
-        assert texts(results) == [reply_text(p, 0.0) for p in prompts]
+        assert texts(results) == [expected("anthropic", p) for p in prompts]
         assert server.max_in_flight <= concurrency
     ratio = elapsed[1] / elapsed[16]
     print(f"concurrency speed-up 16 vs 1: {ratio:.1f}x ({elapsed[1]:.2f}s vs {elapsed[16]:.2f}s)")
@@ -250,6 +256,14 @@ def test_the_config_files_build_a_working_backend(option, server):
     lm = build(node, "large_lm", cache=None, base_url=url)
     assert lm.backend == option and lm.max_concurrency == node.max_concurrency
     [[c]] = lm.generate(["hi"], GREEDY)
-    assert c.text == reply_text("hi", 0.0)
+    assert c.text == expected(option, "hi")
     if option == "anthropic":
         assert lm.model in lm.prices and lm.cost_usd is not None and lm.cost_usd > 0
+
+
+def test_an_unreachable_server_is_a_backend_error():
+    with FakeApiServer() as gone:
+        url = gone.url
+    lm = AnthropicLargeLM("claude-test", base_url=url, max_retries=0, timeout_s=5)
+    with pytest.raises(BackendError, match="APIConnectionError after 0 retries"):
+        lm.generate(["hi"], GREEDY)

@@ -2,14 +2,20 @@
 
 The API key is read only from the environment variable `ANTHROPIC_API_KEY` (never from a config file,
 so it cannot end up in a saved config or a results file); without it construction fails before any
-work is done. Each request is one message call with `max_tokens` = `max_new_tokens`, `temperature`,
-`top_p` (only when != 1.0), `stop_sequences` and the system prompt (the request's own, else the
-backend's `system`). Calls run concurrently (`max_concurrency`), the SDK retries transient failures
-(`max_retries`), and `prices` turns token usage into `cost_usd`.
+work is done. Each request is one message call with `max_tokens` = `max_new_tokens`, `stop_sequences`
+and the system prompt (the request's own, else the backend's `system`). Calls run concurrently
+(`max_concurrency`), the SDK retries transient failures (`max_retries`), and `prices` turns token
+usage into `cost_usd`.
+
+Sampling settings are NOT sent: the installed SDK (2.x) speaks API version 2026-10-21, whose
+`messages.create` has no `temperature` / `top_p` / `top_k` and which answers 400 when a body carries
+them. Claude samples with its own defaults, so `temperature: 0` is not greedy here, while n samples
+of a prompt are still n separate calls (and cache entries) that come back different.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 
@@ -22,6 +28,8 @@ from lmgcot.llm.concurrency import ApiLargeLM
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 
+log = logging.getLogger(__name__)
+
 
 class AnthropicLargeLM(ApiLargeLM):
     """Claude via the official `anthropic` SDK's async client."""
@@ -31,7 +39,7 @@ class AnthropicLargeLM(ApiLargeLM):
 
     def __init__(
         self,
-        model: str = "claude-sonnet-4-5",
+        model: str = "claude-sonnet-4-6",
         cache: CallCache | None = None,
         batch_size: int = 64,
         max_concurrency: int = 8,
@@ -59,6 +67,7 @@ class AnthropicLargeLM(ApiLargeLM):
                 "(the key is never read from a config file)"
             )
         self._api_key = key
+        self._warned_sampling = False
 
     def _make_client(self) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(
@@ -74,11 +83,15 @@ class AnthropicLargeLM(ApiLargeLM):
             "model": self.model,
             "max_tokens": p.max_new_tokens,
             "messages": [{"role": "user", "content": request.prompt}],
-            "temperature": p.temperature,
         }
-        # Recent Claude models refuse temperature and top_p together; 1.0 is top_p's no-op anyway.
-        if p.top_p != 1.0:
-            kwargs["top_p"] = p.top_p
+        if not self._warned_sampling and (p.temperature != 1.0 or p.top_p != 1.0):
+            # Once per backend: the setting is honoured by the other backends, not by this API.
+            self._warned_sampling = True
+            log.warning(
+                "anthropic large LM: the Messages API takes no temperature/top_p; "
+                "Claude samples with its defaults (temperature=%s ignored)",
+                p.temperature,
+            )
         if p.stop:
             kwargs["stop_sequences"] = list(p.stop)
         system = self.system_for(p)

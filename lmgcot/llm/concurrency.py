@@ -82,9 +82,7 @@ class ApiLargeLM(LargeLM):
 
     def _complete(self, requests: list[Request]) -> list[Completion]:
         try:
-            completions = run_bounded(
-                self._make_client, self._call, requests, self.max_concurrency
-            )
+            completions = run_bounded(self._make_client, self._call, requests, self.max_concurrency)
         except self._api_errors as err:
             raise api_error(self.backend, self.model, err, self.max_retries) from None
         self._account_cost(completions)
@@ -153,7 +151,9 @@ def api_error(backend: str, model: str, err: BaseException, max_retries: int) ->
     if status in (400, 403) and any(w in message.lower() for w in _BILLING_WORDS):
         return BackendError(f"{where}: billing problem (HTTP {status}): {message}")
     if status == 401:
-        return BackendError(f"{where}: authentication failed (HTTP 401), check the API key: {message}")
+        return BackendError(
+            f"{where}: authentication failed (HTTP 401), check the API key: {message}"
+        )
     if status is not None and (status in (408, 409, 429) or status >= 500):
         return BackendError(f"{where}: HTTP {status} after {max_retries} retries: {message}")
     if status is not None:
