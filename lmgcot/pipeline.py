@@ -182,9 +182,7 @@ def stage_distill(ctx: RunContext) -> None:
     """Fine-tune the student on the kept teacher rationales; export it to distill/student."""
     cfg = ctx.cfg
     out_dir = ctx.run_dir / "distill"
-    fp = fingerprint(
-        cfg, "dataset", "large_lm", "prompt", "teacher", "student", "distill", "trainer", "seed"
-    )
+    fp = _distill_fingerprint(cfg)
     if _reusable(out_dir, fp, cfg.force):
         ctx.distill = read_json(out_dir / "summary.json")
         log.info("distill: reusing %s", out_dir)
@@ -284,6 +282,12 @@ def stage_evaluate(ctx: RunContext) -> None:
     eval_dir = ctx.run_dir / "eval"
     base_fp = fingerprint(cfg, "dataset", "large_lm", "prompt", "seed")
     student_fp = _meta(ctx.run_dir / "distill").get("fingerprint", "")
+    if student_fp and student_fp != _distill_fingerprint(cfg):
+        log.warning(
+            "evaluate: the student in %s was distilled under another config (data, teacher, "
+            "student or trainer); evaluating it as it is",
+            ctx.run_dir,
+        )
     student: Student | None = None
     samples = []
     for method in wanted:
@@ -443,6 +447,11 @@ def _load_distilled_student(ctx: RunContext) -> Student:
 
 # Settings that change how a stage reports, not what it produces.
 COSMETIC = {"trainer": ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")}
+
+
+def _distill_fingerprint(cfg: DictConfig) -> str:
+    keys = ("dataset", "large_lm", "prompt", "teacher", "student", "distill", "trainer", "seed")
+    return fingerprint(cfg, *keys)
 
 
 def fingerprint(cfg: DictConfig, *keys: str) -> str:

@@ -150,3 +150,14 @@ def test_the_same_seed_reproduces_a_run_and_another_seed_does_not(tmp_path):
     assert a["methods"] == b["methods"] and preds_a == preds_b
     assert a["distill"]["best_val_loss"] == b["distill"]["best_val_loss"]
     assert preds_c != preds_a
+
+
+def test_evaluating_a_student_trained_under_another_config_warns(compose_cfg, caplog):
+    run(compose_cfg())
+    with caplog.at_level("WARNING", logger="lmgcot"):
+        run(compose_cfg("stages=[evaluate]", "teacher.filter_correct=false"))
+    assert any("distilled under another config" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lmgcot"):
+        run(compose_cfg("stages=[evaluate]"))
+    assert not any("another config" in r.getMessage() for r in caplog.records)
