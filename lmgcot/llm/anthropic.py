@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from typing import Any
 
 import anthropic
 
 from lmgcot.errors import BackendError
 from lmgcot.llm.base import Completion, Request
-from lmgcot.llm.cache import CallCache
 from lmgcot.llm.concurrency import ApiLargeLM
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
@@ -37,29 +36,9 @@ class AnthropicLargeLM(ApiLargeLM):
     backend = "anthropic"
     _api_errors = (anthropic.APIError,)
 
-    def __init__(
-        self,
-        model: str = "claude-sonnet-4-6",
-        cache: CallCache | None = None,
-        batch_size: int = 64,
-        max_concurrency: int = 8,
-        system: str | None = None,
-        timeout_s: float = 60.0,
-        max_retries: int = 2,
-        base_url: str | None = None,
-        prices: Mapping[str, Mapping[str, float]] | None = None,
-    ):
-        super().__init__(
-            model,
-            cache=cache,
-            batch_size=batch_size,
-            max_concurrency=max_concurrency,
-            system=system,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            base_url=base_url,
-            prices=prices,
-        )
+    def __init__(self, model: str = "claude-sonnet-4-6", **kwargs: Any):
+        """Settings as in `ApiLargeLM`; the key comes from ANTHROPIC_API_KEY only."""
+        super().__init__(model, **kwargs)
         key = os.environ.get(API_KEY_ENV, "").strip()
         if not key:
             raise BackendError(

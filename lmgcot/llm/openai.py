@@ -12,13 +12,12 @@ model served elsewhere shares cached answers.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from typing import Any
 
 import openai
 
 from lmgcot.errors import ConfigError
 from lmgcot.llm.base import Completion, Request
-from lmgcot.llm.cache import CallCache
 from lmgcot.llm.concurrency import ApiLargeLM
 
 API_KEY_ENV = "OPENAI_API_KEY"
@@ -32,33 +31,13 @@ class OpenAILargeLM(ApiLargeLM):
     backend = "openai"
     _api_errors = (openai.APIError,)
 
-    def __init__(
-        self,
-        model: str,
-        cache: CallCache | None = None,
-        batch_size: int = 64,
-        max_concurrency: int = 8,
-        system: str | None = None,
-        timeout_s: float = 60.0,
-        max_retries: int = 2,
-        base_url: str | None = None,
-        prices: Mapping[str, Mapping[str, float]] | None = None,
-    ):
+    def __init__(self, model: str, base_url: str | None = None, **kwargs: Any):
+        """Settings as in `ApiLargeLM`; `base_url` (the server's /v1 address) is required."""
         if not base_url:
             raise ConfigError(
                 "large_lm.base_url: required for the openai backend, e.g. http://localhost:8000/v1"
             )
-        super().__init__(
-            model,
-            cache=cache,
-            batch_size=batch_size,
-            max_concurrency=max_concurrency,
-            system=system,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            base_url=base_url,
-            prices=prices,
-        )
+        super().__init__(model, base_url=base_url, **kwargs)
         self._api_key = os.environ.get(API_KEY_ENV, "").strip() or NO_KEY
 
     def _make_client(self) -> openai.AsyncOpenAI:
