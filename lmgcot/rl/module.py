@@ -1,0 +1,303 @@
+"""`RationaleRefiner`: PPO fine-tuning of the seq2seq student's rationales against a reward."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lmgcot.distill.datamodule import pad_to_multiple
+from lmgcot.rl.kl import AdaptiveKLController, FixedKLController, kl_estimate
+from lmgcot.rl.ppo_math import (
+    clip_scores,
+    entropy_from_logits,
+    gae,
+    logprobs_from_logits,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    token_rewards,
+    value_loss,
+)
+from lmgcot.rl.value_head import ValueHead, policy_with_value
+
+RewardFn = Callable[[list[str], list[str]], dict[str, list[float]]]
+KLController = FixedKLController | AdaptiveKLController
+
+# Responses are right-padded to a multiple of this, so few distinct shapes reach the model.
+RESPONSE_PAD_MULTIPLE = 8
+GRADIENT_CLIP = 1.0
+
+
+class RationaleRefiner(pl.LightningModule):
+    """PPO (clipped surrogate + clipped value loss, per-token KL penalty to a frozen reference)
+    over rationales sampled from an encoder-decoder student, with manual optimisation: each
+    `training_step` is one rollout followed by `ppo_epochs` passes of minibatch updates.
+
+    Memory: the reference is a full deep copy of the initial student (weights only: no gradients,
+    no optimiser state, always in eval mode), i.e. ~1x the policy's weights on top of the policy's
+    ~4x (weights, gradients, two Adam moments). It is a registered submodule, so it moves with the
+    module and is saved in checkpoints: a resumed run keeps penalising drift from the *original*
+    student rather than from whatever policy the checkpoint holds.
+
+    Dropout is switched off for the whole step (generation, rollout scoring and updates), so the
+    PPO ratio compares the same deterministic function before and after each update.
+
+    Note: under manual optimisation Lightning's `global_step` (and so `Trainer(max_steps=...)`)
+    counts optimiser steps, i.e. `ppo_epochs * ceil(batch / minibatch_size)` per training step.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        reward_fn: RewardFn,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        kl_controller: KLController,
+        kl_estimator: str = "k1",
+        gamma: float = 1.0,
+        lam: float = 0.95,
+        clip_range: float = 0.2,
+        clip_range_value: float | None = 0.2,
+        vf_coef: float = 0.5,
+        ppo_epochs: int = 4,
+        minibatch_size: int = 8,
+        max_new_tokens: int = 32,
+        whiten_advantages: bool = True,
+        score_clip: float | None = None,
+        temperature: float = 1.0,
+        max_source_length: int | None = None,
+    ):
+        """
+        Args:
+            model: the student policy (a T5-style encoder-decoder); it is trained in place.
+            tokenizer: the student's tokenizer (needs pad and EOS ids).
+            reward_fn: (inputs, rationales) -> {component name: per-sample scores, ..., "total":
+                per-sample scores}; "total" is the terminal PPO reward, the rest are only logged.
+            optimizer: partial taking the parameters (policy + value head) and returning an
+                optimiser.
+            kl_controller: gives the KL penalty coefficient and is updated with the observed KL.
+            kl_estimator: per-token KL estimator for the penalty: "k1", "k3" or "abs".
+            gamma: discount factor over response tokens, in [0, 1].
+            lam: GAE lambda in [0, 1] (bias/variance trade-off of the advantages).
+            clip_range: PPO ratio clip epsilon (> 0).
+            clip_range_value: value-prediction clip around the rollout values (None: no clip).
+            vf_coef: weight of the value loss in the summed loss.
+            ppo_epochs: passes over each rollout batch (>= 1).
+            minibatch_size: rollouts per optimiser step (>= 1).
+            max_new_tokens: longest sampled rationale, in tokens (truncated ones have no EOS).
+            whiten_advantages: standardise advantages over the batch's real tokens.
+            score_clip: clamp the total reward to [-score_clip, score_clip] (None: no clamp).
+            temperature: sampling temperature (> 0); log-probs use the same tempered logits.
+            max_source_length: truncate encoded inputs to this many tokens (None: no limit).
+        """
+        super().__init__()
+        if ppo_epochs < 1 or minibatch_size < 1 or max_new_tokens < 1:
+            raise ValueError(
+                f"ppo_epochs={ppo_epochs}, minibatch_size={minibatch_size} and "
+                f"max_new_tokens={max_new_tokens} must be >= 1"
+            )
+        if not temperature > 0:
+            raise ValueError(f"rl.temperature={temperature}: must be > 0")
+        self.automatic_optimization = False
+        self.model = model
+        self.ref_model = copy.deepcopy(model).eval()
+        self.ref_model.requires_grad_(False)
+        self.value_head = ValueHead(model.config.d_model)
+        self.tokenizer = tokenizer
+        self.reward_fn = reward_fn
+        self.optimizer_factory = optimizer
+        self.kl_controller = kl_controller
+        self.kl_estimator = kl_estimator
+        self.gamma, self.lam = gamma, lam
+        self.clip_range, self.clip_range_value = clip_range, clip_range_value
+        self.vf_coef = vf_coef
+        self.ppo_epochs, self.minibatch_size = ppo_epochs, minibatch_size
+        self.max_new_tokens = max_new_tokens
+        self.whiten_advantages = whiten_advantages
+        self.score_clip = score_clip
+        self.temperature = temperature
+        self.max_source_length = max_source_length
+
+    # ---------------------------------------------------------------- helpers
+
+    def encode(self, inputs: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenise the prompts: (input_ids, attention_mask), each (batch, S) on this device."""
+        enc = self.tokenizer(
+            inputs,
+            padding=True,
+            truncation=self.max_source_length is not None,
+            max_length=self.max_source_length,
+            return_tensors="pt",
+        )
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
+        """Sample one response per prompt from the untruncated (tempered) policy distribution.
+
+        Returns each response's tokens without the decoder start token, cut after its first EOS
+        (kept); a response without EOS was truncated at `max_new_tokens`.
+        """
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            temperature=self.temperature,
+            max_new_tokens=self.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            decoder_start_token_id=self.model.config.decoder_start_token_id,
+        )
+        eos = self.tokenizer.eos_token_id
+        responses = []
+        for row in out[:, 1:].tolist():
+            responses.append(row[: row.index(eos) + 1] if eos in row else row)
+        return responses
+
+    def _forward(
+        self,
+        model: PreTrainedModel,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        decoder_input_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+        value_head: ValueHead | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tempered logits (batch, T, V) and, with a value head, values (batch, T)."""
+        if value_head is None:
+            logits = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=response_mask.long(),
+                use_cache=False,
+            ).logits
+            values = None
+        else:
+            logits, values = policy_with_value(
+                model,
+                input_ids,
+                attention_mask,
+                decoder_input_ids,
+                response_mask.long(),
+                value_head=value_head,
+            )
+        return logits / self.temperature, values
+
+    # ---------------------------------------------------------------- PPO step
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        inputs: list[str] = list(batch["inputs"])
+        n = len(inputs)
+        # Dropout off throughout: see the class docstring.
+        self.model.eval()
+        self.value_head.eval()
+        self.ref_model.eval()
+        input_ids, attention_mask = self.encode(inputs)
+
+        # 1. Generate: one sampled rationale per prompt.
+        responses = self.generate(input_ids, attention_mask)
+        lengths = torch.tensor([len(r) for r in responses], device=self.device)
+        pad = self.tokenizer.pad_token_id
+        response_ids = pad_to_multiple(responses, pad, RESPONSE_PAD_MULTIPLE).to(self.device)
+        width = response_ids.shape[1]
+        mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).float()
+        start = torch.full((n, 1), self.model.config.decoder_start_token_id, device=self.device)
+        decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
+
+        # 2. Score the decoded rationales.
+        rationales = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        rewards = self.reward_fn(inputs, rationales)
+        if "total" not in rewards:
+            raise KeyError(f"reward_fn must return a 'total' entry (got {sorted(rewards)})")
+        scores = torch.tensor(rewards["total"], dtype=torch.float32, device=self.device)
+        scores = clip_scores(scores, self.score_clip)
+
+        # 3. Rollout log-probs and values of the policy; log-probs of the frozen reference.
+        with torch.no_grad():
+            logits, old_values = self._forward(
+                self.model, input_ids, attention_mask, decoder_input_ids, mask, self.value_head
+            )
+            old_logprobs = logprobs_from_logits(logits, response_ids)
+            entropy = entropy_from_logits(logits, mask)
+            ref_logits, _ = self._forward(
+                self.ref_model, input_ids, attention_mask, decoder_input_ids, mask, None
+            )
+            ref_logprobs = logprobs_from_logits(ref_logits, response_ids)
+
+            # 4. Per-token KL penalty plus the terminal score.
+            kl = kl_estimate(old_logprobs, ref_logprobs, self.kl_estimator) * mask
+            sequence_kl = kl.sum(dim=1).mean()
+            kl_coef = self.kl_controller.value
+            per_token_rewards = token_rewards(scores, kl, mask, kl_coef)
+
+            # 5. Advantages and value targets.
+            advantages, returns = gae(per_token_rewards, old_values, mask, self.gamma, self.lam)
+            if self.whiten_advantages:
+                advantages = masked_whiten(advantages, mask)
+
+        # 6. PPO epochs over shuffled minibatches.
+        optimizer = self.optimizers()
+        stats: dict[str, list[torch.Tensor]] = {
+            k: [] for k in ("policy_loss", "value_loss", "clipfrac", "approx_kl")
+        }
+        for _ in range(self.ppo_epochs):
+            order = torch.randperm(n, device=self.device)
+            for idx in order.split(self.minibatch_size):
+                mb_logits, mb_values = self._forward(
+                    self.model,
+                    input_ids[idx],
+                    attention_mask[idx],
+                    decoder_input_ids[idx],
+                    mask[idx],
+                    self.value_head,
+                )
+                mb_logprobs = logprobs_from_logits(mb_logits, response_ids[idx])
+                p_loss, clipfrac, approx_kl = policy_loss(
+                    mb_logprobs, old_logprobs[idx], advantages[idx], mask[idx], self.clip_range
+                )
+                v_loss, _ = value_loss(
+                    mb_values, old_values[idx], returns[idx], mask[idx], self.clip_range_value
+                )
+                loss = p_loss + self.vf_coef * v_loss
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                self.clip_gradients(
+                    optimizer, gradient_clip_val=GRADIENT_CLIP, gradient_clip_algorithm="norm"
+                )
+                optimizer.step()
+                for key, value in zip(stats, (p_loss, v_loss, clipfrac, approx_kl), strict=True):
+                    stats[key].append(value.detach())
+
+        self.kl_controller.update(sequence_kl.item(), n_steps=n)
+
+        log = {
+            "rl/kl": sequence_kl,
+            "rl/kl_coef": kl_coef,
+            "rl/entropy": entropy,
+            "rl/response_length": masked_mean(lengths.float(), torch.ones_like(mask[:, 0])),
+            **{f"rl/{k}": torch.stack(v).mean() for k, v in stats.items()},
+        }
+        for name, values in rewards.items():
+            log[f"rewards/{name}/mean"] = float(sum(values) / max(len(values), 1))
+        self.log_dict(log, on_step=True, on_epoch=False, batch_size=n)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = list(self.model.parameters()) + list(self.value_head.parameters())
+        return self.optimizer_factory(params)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["kl_controller"] = self.kl_controller.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "kl_controller" in checkpoint:
+            self.kl_controller.load_state_dict(checkpoint["kl_controller"])
