@@ -106,22 +106,7 @@ def logicality(examples: Sequence[Example], rationales: Sequence[str], **extra) 
     in C."). A single sentence scores 1.0: it has nothing to fail to connect to.
     """
     _check_lengths(examples, rationales)
-    out = []
-    for rationale in rationales:
-        steps = _content_sentences(rationale)
-        if not steps:
-            out.append(0.0)
-            continue
-        if len(steps) == 1:
-            out.append(1.0)
-            continue
-        seen = set(steps[0])
-        linked = 0
-        for step in steps[1:]:
-            linked += bool(step & seen)
-            seen |= step
-        out.append(linked / (len(steps) - 1))
-    return out
+    return [_score_steps(r, _share_linked_to_earlier) for r in rationales]
 
 
 def consistency(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
@@ -164,17 +149,7 @@ def coherence(examples: Sequence[Example], rationales: Sequence[str], **extra) -
     before it, and rewards sharing many words, not one.
     """
     _check_lengths(examples, rationales)
-    out = []
-    for rationale in rationales:
-        steps = _content_sentences(rationale)
-        if not steps:
-            out.append(0.0)
-        elif len(steps) == 1:
-            out.append(1.0)
-        else:
-            pairs = list(zip(steps, steps[1:]))
-            out.append(sum(len(a & b) / len(a | b) for a, b in pairs) / len(pairs))
-    return out
+    return [_score_steps(r, _mean_adjacent_jaccard) for r in rationales]
 
 
 def fluency(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
@@ -318,3 +293,27 @@ def _require(extra: dict, key: str, what: str) -> list:
 def _check_lengths(first: Sequence, second: Sequence, name: str = "rationales") -> None:
     if len(first) != len(second):
         raise ValueError(f"{len(second)} {name} for {len(first)} items: need one each")
+
+
+def _share_linked_to_earlier(steps: list[set[str]]) -> float:
+    seen = set(steps[0])
+    linked = 0
+    for step in steps[1:]:
+        linked += bool(step & seen)
+        seen |= step
+    return linked / (len(steps) - 1)
+
+
+def _mean_adjacent_jaccard(steps: list[set[str]]) -> float:
+    pairs = list(zip(steps, steps[1:]))
+    return sum(len(a & b) / len(a | b) for a, b in pairs) / len(pairs)
+
+
+def _score_steps(rationale: str, score: Callable[[list[set[str]]], float]) -> float:
+    """0.0 for no content sentence, 1.0 for one (nothing to link), else `score` of the sentences."""
+    steps = _content_sentences(rationale)
+    if not steps:
+        return 0.0
+    if len(steps) == 1:
+        return 1.0
+    return score(steps)
