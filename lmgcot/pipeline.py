@@ -1,4 +1,4 @@
-"""The LM-Guided CoT pipeline: teacher -> distill -> evaluate, driven by one Hydra config.
+"""The LM-Guided CoT pipeline: teacher -> distill -> refine -> evaluate, driven by one Hydra config.
 
 `run(cfg)` is what the `lmgcot` command calls and what tests call directly. Every stage leaves its
 artifacts in the run directory with a fingerprint of the config it used; a later invocation on the
@@ -8,9 +8,11 @@ run resumes where it stopped and `stages=[evaluate]` re-evaluates a trained stud
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -25,6 +27,7 @@ import transformers
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lmgcot.data.base import QADataset
@@ -42,23 +45,48 @@ from lmgcot.eval import methods as M
 from lmgcot.llm.base import LargeLM
 from lmgcot.llm.cache import CallCache
 from lmgcot.prompts import PromptTemplates
+from lmgcot.rewards.judge import ASPECT_NAMES, build_judge_prompt
+from lmgcot.rewards.scorer import RewardScorer, mean_scores
+from lmgcot.rl.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController
+from lmgcot.rl.module import SCORE_NORMS, RationaleRefiner
 from lmgcot.student.generate import generate_rationales as student_rationales
+from lmgcot.student.generate import score_rationales
 from lmgcot.student.models import TOKENIZERS, Student, build_student
-from lmgcot.utils.io import read_json, read_jsonl, replace_dir, write_json, write_jsonl
+from lmgcot.utils.io import (
+    append_jsonl,
+    read_json,
+    read_jsonl,
+    replace_dir,
+    write_json,
+    write_jsonl,
+)
 
 log = logging.getLogger("lmgcot")
 # Lightning's start-up tips and transformers' per-file progress bars drown the run's own progress.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 
-STAGES = ("teacher", "distill", "evaluate")
-METHODS = ("standard", "cot", "lm_guided_kd", "lm_guided_kd_sc")
+STAGES = ("teacher", "distill", "refine", "evaluate")
+METHODS = (
+    "standard",
+    "cot",
+    "lm_guided_kd",
+    "lm_guided_kd_sc",
+    "lm_guided_rl",
+    "lm_guided_rl_sc",
+)
+# Rationale sources scored for rationale_quality: the method whose (first) rationales are scored.
+QUALITY_SOURCES = ("cot", "lm_guided_kd", "lm_guided_rl")
 RESULTS_FILE = "results.json"
+SAMPLES_LOG = "rollout_samples.jsonl"  # refine: periodic sample rationales with their rewards
+JUDGE_FAILURES = "judge_failures.jsonl"  # refine: judge replies that could not be parsed
 
 
 def run(cfg: DictConfig) -> dict:
     """Run the configured stages and return the results dict also written to results.json."""
     # Lightning's own use of a deprecated torch API: noise a user can do nothing about.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # The refiner keeps its frozen reference (and, by design, dropout) in eval mode.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     transformers.utils.logging.disable_progress_bar()
     huggingface_hub.utils.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
@@ -76,6 +104,11 @@ def run(cfg: DictConfig) -> dict:
     # Refuse a dataset the large LM cannot read before any work is done.
     probe = (splits.test or splits.train or splits.val)[0]
     large_lm.check_prompt(prompts.standard_prompt(probe))
+    scores_aspects = "refine" in stages or (
+        "evaluate" in stages and cfg.evaluation.get("rationale_quality", True)
+    )
+    if cfg.reward.get("scorer", "auto") == "judge" and scores_aspects:
+        large_lm.check_prompt(build_judge_prompt(probe, "A rationale."))
     loggers = build_loggers(cfg)
     ctx = RunContext(cfg, run_dir, dataset.name, splits, prompts, large_lm, loggers)
     log.info("run directory: %s", run_dir)
@@ -111,18 +144,23 @@ class RunContext:
     timings: dict[str, float] = field(default_factory=dict)
     teacher: dict = field(default_factory=dict)
     distill: dict = field(default_factory=dict)
+    refine: dict = field(default_factory=dict)
     methods: dict[str, dict] = field(default_factory=dict)
+    quality: dict[str, dict] = field(default_factory=dict)
 
     def results(self) -> dict:
         previous = self._previous_results()
         methods = {**previous.get("methods", {}), **self.methods}
         return {
             "methods": {m: methods[m] for m in METHODS if m in methods},
-            # Filled by the RL stage's rationale scorers (reward group); none run yet.
-            "rationale_quality": previous.get("rationale_quality", {}),
+            "rationale_quality": {
+                **previous.get("rationale_quality", {}),
+                **self.quality,
+            },
             "llm": self.large_lm.usage.as_dict(),
             "teacher": self.teacher or previous.get("teacher", {}),
             "distill": self.distill or previous.get("distill", {}),
+            "refine": self.refine or previous.get("refine", {}),
             "timings_s": {**previous.get("timings_s", {}), **self.timings},
             "setup": {
                 "dataset": self.dataset_name,
@@ -273,6 +311,211 @@ def stage_distill(ctx: RunContext) -> None:
     ctx.distill = summary
 
 
+def stage_refine(ctx: RunContext) -> None:
+    """PPO on the distilled student against the reward mix; export it to refine/student."""
+    cfg = ctx.cfg
+    r = cfg.rl
+    out_dir = ctx.run_dir / "refine"
+    fp = _refine_fingerprint(cfg)
+    if _reusable(out_dir, fp, cfg.force):
+        ctx.refine = read_json(out_dir / "summary.json")
+        log.info("refine: reusing %s", out_dir)
+        return
+    distill_dir = ctx.run_dir / "distill"
+    if not _is_done(distill_dir):
+        raise ConfigError(
+            f"refine needs a distilled student in {distill_dir / 'student'}: add the distill "
+            "stage or point hydra.run.dir at a run that has one"
+        )
+    ckpt_dir = out_dir / "checkpoints"
+    resume = ckpt_dir / "last.ckpt"
+    meta = _meta(out_dir)
+    if meta.get("fingerprint") != fp:
+        # Checkpoints and logs from another configuration cannot be resumed.
+        for old in [*ckpt_dir.glob("*.ckpt"), out_dir / SAMPLES_LOG, out_dir / JUDGE_FAILURES]:
+            old.unlink(missing_ok=True)
+        meta = {"fingerprint": fp, "done": False}
+        _write_meta(out_dir, meta)
+    scorer = RewardScorer.from_config(
+        cfg.reward,
+        ctx.large_lm,
+        ctx.prompts,
+        answer_max_new_tokens=int(cfg.evaluation.answer_max_new_tokens),
+    )
+    log.info("refine: reward %s (%s scorer)", scorer.mix, scorer.scorer)
+    pools = {
+        "train": _cap(ctx.splits.train, r.max_questions),
+        "val": _cap(ctx.splits.val, r.max_val_questions),
+    }
+    student = _load_student(ctx, "distill")
+    k = int(r.samples_per_question)
+
+    def collate(indices: list[int], split: str, repeat: int) -> dict:
+        examples = pools[split]
+        idx = [i for i in indices for _ in range(repeat)]
+        return {
+            "split": split,
+            "index": idx,
+            "group": [f"{split}:{i}" for i in idx],
+            "inputs": [ctx.prompts.student_input(examples[i]) for i in idx],
+            "questions": [examples[i].question for i in idx],
+        }
+
+    def reward_fn(batch: dict, rationales: list[str], token_logprobs: list[list[float]]) -> dict:
+        examples = [pools[batch["split"]][i] for i in batch["index"]]
+        logprobs = token_logprobs if scorer.needs_token_logprobs else None
+        totals, comps, failures = scorer(examples, rationales, logprobs)
+        if failures:
+            log.warning(
+                "refine: %d judge replies could not be parsed (scored 0; see %s), e.g. %s: %s",
+                len(failures),
+                out_dir / JUDGE_FAILURES,
+                failures[0]["id"],
+                failures[0]["problem"],
+            )
+            append_jsonl(out_dir / JUDGE_FAILURES, failures)
+        return {**comps, "total": totals}
+
+    def sample_logger(rollout: int, rows: list[dict]) -> None:
+        append_jsonl(out_dir / SAMPLES_LOG, ({"rollout": rollout, **row} for row in rows))
+        for lg in ctx.loggers:
+            if type(lg).__name__ == "WandbLogger":
+                columns = ["rollout", *rows[0]]
+                data = [[rollout, *row.values()] for row in rows]
+                lg.log_table(key="rl/samples", columns=columns, data=data)
+
+    seed = int(cfg.seed)
+    batch_questions = int(r.rollout_batch_size) // k
+    train_loader = DataLoader(
+        list(range(len(pools["train"]))),
+        batch_size=batch_questions,
+        shuffle=True,
+        drop_last=len(pools["train"]) >= batch_questions,
+        generator=torch.Generator().manual_seed(seed),
+        collate_fn=functools.partial(collate, split="train", repeat=k),
+    )
+    has_val = bool(pools["val"]) and int(r.val_every) > 0
+    val_loader = DataLoader(
+        list(range(len(pools["val"]))),
+        batch_size=int(r.val_batch_size),
+        collate_fn=functools.partial(collate, split="val", repeat=1),
+    )
+    kl = r.kl
+    controller = (
+        AdaptiveKLController(float(kl.coef), float(kl.target), float(kl.horizon))
+        if kl.controller == "adaptive"
+        else FixedKLController(float(kl.coef))
+    )
+    module = RationaleRefiner(
+        student.model,
+        student.tokenizer,
+        reward_fn,
+        optimizer=instantiate(r.optimizer),
+        kl_controller=controller,
+        kl_estimator=str(kl.estimator),
+        gamma=float(r.gamma),
+        lam=float(r.lam),
+        clip_range=float(r.clip_range),
+        clip_range_value=None if r.clip_range_value is None else float(r.clip_range_value),
+        vf_coef=float(r.vf_coef),
+        ppo_epochs=int(r.ppo_epochs),
+        minibatch_size=int(r.minibatch_size),
+        max_new_tokens=int(r.max_new_tokens),
+        whiten_advantages=bool(r.whiten_advantages),
+        score_clip=None if r.score_clip is None else float(r.score_clip),
+        temperature=float(r.temperature),
+        max_source_length=student.max_source_length,
+        score_norm=str(r.score_norm),
+        value_head_mlp=None if r.value_head_mlp is None else int(r.value_head_mlp),
+        sample_logger=sample_logger,
+        log_samples_every=int(r.log_samples_every),
+        num_samples_logged=int(r.num_samples_logged),
+    )
+    steps_per_rollout = int(r.ppo_epochs) * math.ceil(
+        int(r.rollout_batch_size) / int(r.minibatch_size)
+    )
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val/reward" if has_val else None,
+        mode="max",
+        save_last=True,
+        save_top_k=1,
+        every_n_train_steps=None if has_val else steps_per_rollout * max(1, int(r.val_every)),
+    )
+    trainer: pl.Trainer = build(
+        cfg.trainer,
+        "trainer",
+        logger=ctx.loggers or False,
+        callbacks=[checkpoint],
+        default_root_dir=str(out_dir),
+        # Under manual optimisation Lightning counts optimiser steps, several per rollout.
+        max_steps=int(r.rollouts) * steps_per_rollout,
+        max_epochs=-1,
+        val_check_interval=max(1, int(r.val_every)),
+        check_val_every_n_epoch=None,
+        limit_val_batches=1.0 if has_val else 0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=None,  # the refiner clips its own gradients
+        log_every_n_steps=1,
+    )
+    t0 = time.perf_counter()
+    if resume.exists():
+        log.info("refine: resumed from %s", resume)
+    elif has_val:
+        scores = trainer.validate(module, dataloaders=val_loader, verbose=False)[0]
+        meta = {**meta, "val_reward_before": float(scores["val/reward"])}
+        _write_meta(out_dir, meta)
+    before = meta.get("val_reward_before")
+    trainer.fit(
+        module,
+        train_dataloaders=train_loader,
+        val_dataloaders=val_loader if has_val else None,
+        ckpt_path=str(resume) if resume.exists() else None,
+    )
+    best = _float(checkpoint.best_model_score) if has_val else None
+    selected = "rl"
+    if has_val and bool(r.keep_best):
+        if best is not None and before is not None and best > before:
+            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+            module.load_state_dict(state["state_dict"])
+        else:
+            selected = "distilled"
+            log.warning(
+                "refine: no evaluation beat the distilled student's val reward %.4f (best %s); "
+                "exporting the distilled student unchanged (rl.keep_best=true)",
+                before or 0.0,
+                best,
+            )
+    tmp = out_dir / "student.tmp"
+    model = module.ref_model if selected == "distilled" else module.model
+    model.save_pretrained(tmp)
+    student.tokenizer.save_pretrained(tmp)
+    replace_dir(tmp, out_dir / "student")
+    summary = {
+        "rollouts": int(module.rollouts_done),
+        "optimizer_steps": int(trainer.global_step),
+        "questions": len(pools["train"]),
+        "val_questions": len(pools["val"]) if has_val else 0,
+        "val_reward_before": before,
+        "val_reward_best": best,
+        "selected": selected,
+        "reward": dict(scorer.mix.normalized),
+        "scorer": scorer.scorer,
+        "kl_coef": round(float(module.kl_controller.value), 6),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json(out_dir / "summary.json", summary)
+    _mark_done(out_dir, fp)
+    ctx.refine = summary
+    log.info(
+        "refine: val reward %s -> best %s (%s exported)",
+        _fmt(before),
+        _fmt(best),
+        selected,
+    )
+
+
 def stage_evaluate(ctx: RunContext) -> None:
     """Every configured method on the test split; per-method predictions go to eval/<method>.jsonl."""
     cfg = ctx.cfg
@@ -281,28 +524,36 @@ def stage_evaluate(ctx: RunContext) -> None:
     examples = ctx.splits.test
     eval_dir = ctx.run_dir / "eval"
     base_fp = fingerprint(cfg, "dataset", "large_lm", "prompt", "seed")
-    student_fp = _meta(ctx.run_dir / "distill").get("fingerprint", "")
-    if student_fp and student_fp != _distill_fingerprint(cfg):
-        log.warning(
-            "evaluate: the student in %s was distilled under another config (data, teacher, "
-            "student or trainer); evaluating it as it is",
-            ctx.run_dir,
-        )
-    student: Student | None = None
+    student_fps = {
+        "distill": _meta(ctx.run_dir / "distill").get("fingerprint", ""),
+        "refine": _meta(ctx.run_dir / "refine").get("fingerprint", ""),
+    }
+    expected = {"distill": _distill_fingerprint(cfg), "refine": _refine_fingerprint(cfg)}
+    for stage, fp in student_fps.items():
+        used = any(_student_stage(m) == stage for m in wanted)
+        if used and fp and fp != expected[stage]:
+            log.warning(
+                "evaluate: the student in %s was trained under another config; evaluating it "
+                "as it is",
+                ctx.run_dir / stage,
+            )
+    students: dict[str, Student] = {}
     samples = []
+    preds_by_method: dict[str, list[M.Prediction]] = {}
     for method in wanted:
-        uses_student = method.startswith("lm_guided")
-        fp = _hash(base_fp, method, student_fp if uses_student else "", _method_settings(method, e))
+        stage = _student_stage(method)
+        fp = _hash(base_fp, method, student_fps.get(stage, ""), _method_settings(method, e))
         path = eval_dir / f"{method}.jsonl"
         if _meta(eval_dir).get(method) == fp and path.exists() and not cfg.force:
             preds = [M.Prediction(**r) for r in read_jsonl(path)]
             log.info("evaluate: %s: reusing %s", method, path)
         else:
-            if uses_student and student is None:
-                student = _load_distilled_student(ctx)
-            preds = _predict(method, examples, ctx, student)
+            if stage and stage not in students:
+                students[stage] = _load_student(ctx, stage)
+            preds = _predict(method, examples, ctx, students.get(stage or ""))
             write_jsonl(path, (p.to_dict() for p in preds))
             _write_meta(eval_dir, {**_meta(eval_dir), method: fp})
+        preds_by_method[method] = preds
         ctx.methods[method] = M.summarize(preds, len(examples))
         log.info(
             "evaluate: %s: EM %.3f F1 %.3f",
@@ -313,11 +564,72 @@ def stage_evaluate(ctx: RunContext) -> None:
         for p in preds[: int(e.num_examples_saved)]:
             samples.append({"method": method, **p.to_dict()})
     write_jsonl(ctx.run_dir / "samples.jsonl", samples)
+    if e.get("rationale_quality", True):
+        ctx.quality = _rationale_quality(ctx, preds_by_method, students)
+
+
+def _student_stage(method: str) -> str | None:
+    """The stage whose student writes a method's rationales (None: no student)."""
+    if method.startswith("lm_guided_kd"):
+        return "distill"
+    if method.startswith("lm_guided_rl"):
+        return "refine"
+    return None
+
+
+def _rationale_quality(
+    ctx: RunContext, preds_by_method: dict[str, list[M.Prediction]], students: dict[str, Student]
+) -> dict[str, dict[str, float]]:
+    """Mean aspect scores (reward.scorer) of each rationale source evaluated in this run.
+
+    A source's rationales are its method's (first) rationale per test question. Fluency under the
+    `auto` scorer is the likelihood under the distilled student (the RL stage's reference model),
+    so it is left out when no distilled student exists.
+    """
+    sources = [m for m in QUALITY_SOURCES if m in preds_by_method]
+    if not sources:
+        return {}
+    scorer = RewardScorer.from_config(
+        ctx.cfg.reward,
+        ctx.large_lm,
+        ctx.prompts,
+        answer_max_new_tokens=int(ctx.cfg.evaluation.answer_max_new_tokens),
+    )
+    reference: Student | None = students.get("distill")
+    if reference is None and scorer.scorer == "auto" and _is_done(ctx.run_dir / "distill"):
+        reference = _load_student(ctx, "distill")
+    by_id = {x.id: x for x in ctx.splits.test}
+    out: dict[str, dict[str, float]] = {}
+    for source in sources:
+        preds = [p for p in preds_by_method[source] if p.rationales and p.id in by_id]
+        examples = [by_id[p.id] for p in preds]
+        rationales = [p.rationales[0] for p in preds]
+        logprobs = None
+        if reference is not None and scorer.scorer == "auto":
+            inputs = [ctx.prompts.student_input(x) for x in examples]
+            logprobs = score_rationales(reference, inputs, rationales)
+        comps, failures = scorer.components(
+            examples, rationales, names=ASPECT_NAMES, token_logprobs=logprobs
+        )
+        if failures:
+            log.warning(
+                "evaluate: %s: %d judge replies could not be parsed (left out of the means)",
+                source,
+                len(failures),
+            )
+        out[source] = {k: round(v, 6) for k, v in mean_scores(comps).items()}
+        log.info(
+            "evaluate: %s rationale quality: %s",
+            source,
+            " ".join(f"{k}={v:.3f}" for k, v in out[source].items()),
+        )
+    return out
 
 
 STAGE_FUNCS: dict[str, Callable[[RunContext], None]] = {
     "teacher": stage_teacher,
     "distill": stage_distill,
+    "refine": stage_refine,
     "evaluate": stage_evaluate,
 }
 
@@ -329,6 +641,8 @@ def _method_settings(method: str, e: DictConfig) -> str:
         "cot": ["answer_max_new_tokens", "cot_max_new_tokens"],
         "lm_guided_kd": ["answer_max_new_tokens"],
         "lm_guided_kd_sc": ["answer_max_new_tokens", "self_consistency"],
+        "lm_guided_rl": ["answer_max_new_tokens"],
+        "lm_guided_rl_sc": ["answer_max_new_tokens", "self_consistency"],
     }[method]
     return json.dumps(
         {k: OmegaConf.to_container(e[k]) if isinstance(e[k], DictConfig) else e[k] for k in keys},
@@ -348,7 +662,7 @@ def _predict(method: str, examples, ctx: RunContext, student: Student | None) ->
         )
     assert student is not None
     inputs = [prompts.student_input(x) for x in examples]
-    if method == "lm_guided_kd":
+    if not method.endswith("_sc"):
         sampling: dict = {}
     else:
         sc = e.self_consistency
@@ -432,12 +746,17 @@ def _build_student(
         ) from err
 
 
-def _load_distilled_student(ctx: RunContext) -> Student:
-    path = ctx.run_dir / "distill" / "student"
-    if not (path.exists() and _is_done(ctx.run_dir / "distill")):
+def _load_student(ctx: RunContext, stage: str) -> Student:
+    """The student a stage exported (`distill` or `refine`), on the GPU when the trainer uses one."""
+    path = ctx.run_dir / stage / "student"
+    if not (path.exists() and _is_done(ctx.run_dir / stage)):
+        what = (
+            "the lm_guided_kd methods and the refine stage need a distilled student"
+            if stage == "distill"
+            else "the lm_guided_rl methods need an RL-refined student"
+        )
         raise ConfigError(
-            f"the lm_guided methods need a distilled student in {path}: add the distill stage or "
-            "point hydra.run.dir at a run that has one"
+            f"{what} in {path}: add the {stage} stage or point hydra.run.dir at a run that has one"
         )
     student = _build_student(ctx.cfg, pretrained=str(path))
     if ctx.cfg.trainer.get("accelerator") in ("gpu", "cuda") and torch.cuda.is_available():
@@ -449,9 +768,17 @@ def _load_distilled_student(ctx: RunContext) -> Student:
 COSMETIC = {"trainer": ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")}
 
 
+DISTILL_KEYS = ("dataset", "large_lm", "prompt", "teacher", "student", "distill", "trainer", "seed")
+
+
 def _distill_fingerprint(cfg: DictConfig) -> str:
-    keys = ("dataset", "large_lm", "prompt", "teacher", "student", "distill", "trainer", "seed")
-    return fingerprint(cfg, *keys)
+    return fingerprint(cfg, *DISTILL_KEYS)
+
+
+def _refine_fingerprint(cfg: DictConfig) -> str:
+    # The reward's answers use the evaluation's answer length.
+    answer = str(cfg.evaluation.answer_max_new_tokens)
+    return _hash(fingerprint(cfg, *DISTILL_KEYS, "rl", "reward"), answer)
 
 
 def fingerprint(cfg: DictConfig, *keys: str) -> str:
@@ -535,6 +862,47 @@ def _check_settings(cfg: DictConfig) -> None:
     for key in ("answer_max_new_tokens", "cot_max_new_tokens", "student_batch_size"):
         if int(e[key]) < 1:
             raise ConfigError(f"evaluation.{key}={e[key]}: must be >= 1")
+    RewardScorer.from_config(cfg.reward, large_lm=None, prompts=None)  # type: ignore[arg-type]
+    _check_rl(cfg.rl)
+
+
+def _check_rl(r: DictConfig) -> None:
+    for key in ("rollouts", "rollout_batch_size", "samples_per_question", "ppo_epochs"):
+        if int(r[key]) < 1:
+            raise ConfigError(f"rl.{key}={r[key]}: must be >= 1")
+    for key in ("minibatch_size", "max_new_tokens", "val_batch_size"):
+        if int(r[key]) < 1:
+            raise ConfigError(f"rl.{key}={r[key]}: must be >= 1")
+    if int(r.rollout_batch_size) % int(r.samples_per_question):
+        raise ConfigError(
+            f"rl.rollout_batch_size={r.rollout_batch_size} must be a multiple of "
+            f"rl.samples_per_question={r.samples_per_question}"
+        )
+    for key in ("val_every", "log_samples_every"):
+        if int(r[key]) < 0:
+            raise ConfigError(f"rl.{key}={r[key]}: must be >= 0 (0: never)")
+    for key in ("gamma", "lam"):
+        if not 0.0 <= float(r[key]) <= 1.0:
+            raise ConfigError(f"rl.{key}={r[key]}: must be within [0, 1]")
+    for key in ("temperature", "clip_range"):
+        if not float(r[key]) > 0:
+            raise ConfigError(f"rl.{key}={r[key]}: must be > 0")
+    if r.score_norm not in SCORE_NORMS:
+        raise ConfigError(f"rl.score_norm={r.score_norm!r}: allowed values are {list(SCORE_NORMS)}")
+    kl = r.kl
+    if kl.estimator not in KL_ESTIMATORS:
+        raise ConfigError(
+            f"rl.kl.estimator={kl.estimator!r}: allowed values are {list(KL_ESTIMATORS)}"
+        )
+    if kl.controller not in ("fixed", "adaptive"):
+        raise ConfigError(f"rl.kl.controller={kl.controller!r}: allowed values are fixed, adaptive")
+    if not float(kl.coef) >= 0:
+        raise ConfigError(f"rl.kl.coef={kl.coef}: must be >= 0")
+    if kl.controller == "adaptive" and not (float(kl.target) > 0 and float(kl.horizon) > 0):
+        raise ConfigError(
+            f"rl.kl.target={kl.target}, rl.kl.horizon={kl.horizon}: both must be > 0 for the "
+            "adaptive controller"
+        )
 
 
 def _check_splits(splits: Splits, stages: list[str], name: str) -> None:
@@ -546,6 +914,14 @@ def _check_splits(splits: Splits, stages: list[str], name: str) -> None:
 
 def _float(x) -> float | None:
     return None if x is None else round(float(x), 6)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _cap(items: list, limit) -> list:
+    return items if limit is None else items[: int(limit)]
 
 
 def _flat_metrics(results: dict) -> dict[str, float]:

@@ -42,6 +42,12 @@ FAST = [
     "trainer.log_every_n_steps=1",
     "evaluation.self_consistency.k=2",
     "print_results=false",
+    "rl.rollouts=2",
+    "rl.rollout_batch_size=4",
+    "rl.minibatch_size=2",
+    "rl.ppo_epochs=1",
+    "rl.val_every=1",
+    "rl.max_val_questions=4",
 ]
 
 

@@ -193,7 +193,14 @@ def test_tiny_run_prints_the_table_and_writes_results(tmp_path):
     out = proc.stdout
     header = next(line for line in out.splitlines() if line.startswith("method"))
     assert header.split() == ["method", "EM", "F1", "n"]
-    methods = ["standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"]
+    methods = [
+        "standard",
+        "cot",
+        "lm_guided_kd",
+        "lm_guided_kd_sc",
+        "lm_guided_rl",
+        "lm_guided_rl_sc",
+    ]
     for method in methods:
         assert re.search(rf"^{method}\s+[01]\.\d{{3}}\s+[01]\.\d{{3}}\s+16$", out, re.M), method
     found = re.findall(r"^run directory: (.+)$", out, re.M)

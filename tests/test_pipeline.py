@@ -7,22 +7,33 @@ import json
 import pytest
 
 from lmgcot.errors import BackendError, ConfigError
-from lmgcot.pipeline import run
+from lmgcot.pipeline import METHODS, run
+from lmgcot.rewards.aspects import ASPECTS
 
 
 def test_offline_default_runs_end_to_end_and_writes_results(compose_cfg, tmp_path):
     results = run(compose_cfg())
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["methods"] == results["methods"]
-    assert list(results["methods"]) == ["standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"]
+    assert list(results["methods"]) == list(METHODS)
     for m in results["methods"].values():
         assert 0.0 <= m["em"] <= m["f1"] + 1e-9 <= 1.0 + 1e-9
         assert m["n"] == 8
     assert 0.0 < results["methods"]["lm_guided_kd_sc"]["vote_share"] <= 1.0
+    assert 0.0 < results["methods"]["lm_guided_rl_sc"]["vote_share"] <= 1.0
     llm = results["llm"]
     assert llm["calls"] > 0 and llm["input_tokens"] > 0 and llm["output_tokens"] > 0
     assert set(llm) >= {"calls", "cache_hits", "input_tokens", "output_tokens", "cost_usd"}
-    assert "rationale_quality" in results
+    # Eight aspect scores in [0, 1] for each rationale source.
+    quality = results["rationale_quality"]
+    assert set(quality) == {"cot", "lm_guided_kd", "lm_guided_rl"}
+    for scores in quality.values():
+        assert list(scores) == list(ASPECTS)
+        assert all(0.0 <= v <= 1.0 for v in scores.values()), scores
+    refine = results["refine"]
+    assert refine["rollouts"] == 2 and refine["optimizer_steps"] == 4
+    assert refine["selected"] in ("rl", "distilled") and refine["questions"] == 16
+    assert (tmp_path / "run" / "refine" / "student" / "config.json").exists()
     assert results["teacher"]["train"]["rationales"] == 16
     assert results["distill"]["steps"] == 3
     samples = [json.loads(x) for x in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
@@ -37,18 +48,28 @@ def test_second_run_pays_for_no_call_and_reuses_stages(compose_cfg, tmp_path):
     assert again["llm"]["calls"] == 0
     assert again["llm"]["cache_hits"] == first["llm"]["calls"] + first["llm"]["cache_hits"]
     assert again["methods"] == first["methods"]
-    # The same run directory with only the evaluate stage reuses the stored predictions.
+    # The same run directory with only the evaluate stage reuses the stored predictions; rationale
+    # quality asks the (cached) large LM for the answers its consistency aspect compares with.
     evaluated = run(compose_cfg("stages=[evaluate]"))
     assert evaluated["methods"] == first["methods"]
-    assert evaluated["llm"]["calls"] == 0 and evaluated["llm"]["cache_hits"] == 0
+    assert evaluated["rationale_quality"] == first["rationale_quality"]
+    assert evaluated["llm"]["calls"] == 0
+    bare = run(compose_cfg("stages=[evaluate]", "evaluation.rationale_quality=false"))
+    assert bare["llm"]["calls"] == 0 and bare["llm"]["cache_hits"] == 0
 
 
 def test_changed_evaluation_config_redoes_only_that(compose_cfg):
     run(compose_cfg())
-    redone = run(compose_cfg("stages=[evaluate]", "evaluation.self_consistency.k=3"))
+    redone = run(
+        compose_cfg(
+            "stages=[evaluate]",
+            "evaluation.self_consistency.k=3",
+            "evaluation.rationale_quality=false",
+        )
+    )
     assert redone["methods"]["lm_guided_kd_sc"]["n"] == 8
-    # Three fresh guided calls per test question for the new k; the other methods are reused.
-    assert redone["llm"]["calls"] + redone["llm"]["cache_hits"] == 8 * 3
+    # Three guided calls per test question for each voted method; the others are reused.
+    assert redone["llm"]["calls"] + redone["llm"]["cache_hits"] == 8 * 3 * 2
 
 
 def test_evaluate_alone_without_a_student_is_one_clear_error(compose_cfg):
@@ -99,7 +120,7 @@ def test_official_format_dataset_with_local_hf_large_lm(
         "student.max_source_length=128",
     )
     results = run(cfg)
-    assert set(results["methods"]) == {"standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"}
+    assert set(results["methods"]) == set(METHODS)
     assert all(m["n"] == 6 for m in results["methods"].values())
     assert results["setup"]["large_lm"].startswith("hf:")
     assert results["setup"]["dataset"] == dataset
@@ -114,7 +135,7 @@ def test_a_stage_run_alone_is_reused_by_the_next_invocation(compose_cfg):
     # The teacher's rationales come from the run directory, not from the large LM or its cache.
     assert "teacher" not in rest["llm"]["by_stage"]
     assert rest["teacher"] == first["teacher"]
-    assert set(rest["methods"]) == {"standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"}
+    assert set(rest["methods"]) == set(METHODS)
 
 
 def test_the_same_seed_reproduces_a_run_and_another_seed_does_not(tmp_path):
@@ -156,7 +177,7 @@ def test_evaluating_a_student_trained_under_another_config_warns(compose_cfg, ca
     run(compose_cfg())
     with caplog.at_level("WARNING", logger="lmgcot"):
         run(compose_cfg("stages=[evaluate]", "teacher.filter_correct=false"))
-    assert any("distilled under another config" in r.getMessage() for r in caplog.records)
+    assert any("trained under another config" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level("WARNING", logger="lmgcot"):
         run(compose_cfg("stages=[evaluate]"))

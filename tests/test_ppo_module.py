@@ -42,7 +42,9 @@ KL_COEF = 0.05
 KL_BOUND = MAX_NEW_TOKENS * math.log(384 / len(TARGET))
 
 
-def lowercase_share(inputs: list[str], rationales: list[str]) -> dict[str, list[float]]:
+def lowercase_share(
+    batch: dict, rationales: list[str], token_logprobs=None
+) -> dict[str, list[float]]:
     share = [sum(c in TARGET for c in r) / max(len(r), 1) for r in rationales]
     length = [float(len(r)) for r in rationales]
     return {"lowercase": share, "length": length, "total": share}
@@ -112,9 +114,10 @@ def test_eos_only_responses_do_not_crash(tmp_path: Path) -> None:
     eos = refiner.tokenizer.eos_token_id
     seen: list[list[str]] = []
 
-    def reward(inputs: list[str], rationales: list[str]) -> dict[str, list[float]]:
+    def reward(batch: dict, rationales: list[str], token_logprobs) -> dict[str, list[float]]:
         seen.append(rationales)
-        return lowercase_share(inputs, rationales)
+        assert [len(t) for t in token_logprobs] == [len(r) + 1 for r in rationales]
+        return lowercase_share(batch, rationales)
 
     refiner.reward_fn = reward
     # Half the batch answers with EOS alone, the other half with a letter and EOS.

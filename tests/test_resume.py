@@ -12,6 +12,8 @@ from pathlib import Path
 
 from conftest import TINY_STUDENT
 
+from lmgcot.pipeline import METHODS
+
 
 def test_killed_run_resumes_in_the_same_run_directory(tmp_path: Path):
     run_dir = tmp_path / "run"
@@ -29,6 +31,8 @@ def test_killed_run_resumes_in_the_same_run_directory(tmp_path: Path):
         "trainer.max_steps=1500",
         "trainer.enable_progress_bar=false",
         "evaluation.self_consistency.k=2",
+        "rl.rollouts=2",
+        "rl.rollout_batch_size=8",
         *TINY_STUDENT,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
@@ -52,4 +56,4 @@ def test_killed_run_resumes_in_the_same_run_directory(tmp_path: Path):
     assert "teacher" not in results["llm"]["by_stage"]  # reused, not regenerated
     assert "resumed from" in (run_dir / "lmgcot.log").read_text()
     assert results["distill"]["steps"] == 1500
-    assert set(results["methods"]) == {"standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"}
+    assert set(results["methods"]) == set(METHODS)

@@ -40,6 +40,7 @@ from lmgcot.data.synthetic import BRIDGES, COMPARISONS, RELATION_TYPES, RELATION
 from lmgcot.errors import BackendError
 from lmgcot.llm.base import Completion, LargeLM, Request
 from lmgcot.prompts import COT_TRIGGER
+from lmgcot.rewards.judge import JUDGE_PREFIX
 
 _SECTION = re.compile(r"^(Context|Question|Rationale|Answer):[ \t]*", re.MULTILINE)
 _PARAGRAPH = re.compile(r"^\[(?P<title>[^\]]+)\]\s*(?P<body>.*)$")
@@ -258,6 +259,11 @@ class _Task:
 
 
 def read_prompt(prompt: str) -> _Task:
+    if prompt.startswith(JUDGE_PREFIX):
+        raise BackendError(
+            "the simulated large LM cannot rate rationales (reward.scorer=judge); use "
+            "reward.scorer=auto, or a real large_lm (hf, anthropic, openai) as the judge"
+        )
     """Split a prompt into its sections; refuse prompts this simulator cannot read."""
     sections: dict[str, str] = {}
     marks = list(_SECTION.finditer(prompt))

@@ -21,6 +21,8 @@ from lmgcot.rewards.aspects import ASPECTS
 
 ASPECT_NAMES: tuple[str, ...] = tuple(ASPECTS)
 MIN_SCORE, MAX_SCORE = 1, 5
+# How every judge prompt starts: lets a backend recognise one.
+JUDGE_PREFIX = "You are grading a rationale"
 
 # What the judge is told each aspect means; worded to match the `auto` measures' intent.
 ASPECT_DESCRIPTIONS: dict[str, str] = {
@@ -54,7 +56,7 @@ def build_judge_prompt(
     aspects = "\n".join(f"- {name}: {ASPECT_DESCRIPTIONS[name]}" for name in ASPECT_NAMES)
     lines = "\n".join(f"{name}: N" for name in ASPECT_NAMES)
     return (
-        "You are grading a rationale written to help answer a multi-hop question. Rate the "
+        f"{JUDGE_PREFIX} written to help answer a multi-hop question. Rate the "
         f"rationale on each aspect below, from {MIN_SCORE} (very poor) to {MAX_SCORE} "
         "(excellent).\n\n"
         f"Aspects:\n{aspects}\n\n"

@@ -13,20 +13,28 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lmgcot.distill.datamodule import pad_to_multiple
 from lmgcot.rl.kl import AdaptiveKLController, FixedKLController, kl_estimate
 from lmgcot.rl.ppo_math import (
+    RunningMeanStd,
     clip_scores,
     entropy_from_logits,
     gae,
     logprobs_from_logits,
     masked_mean,
     masked_whiten,
+    normalize_scores,
     policy_loss,
     token_rewards,
     value_loss,
 )
 from lmgcot.rl.value_head import ValueHead, policy_with_value
 
-RewardFn = Callable[[list[str], list[str]], dict[str, list[float]]]
+# (batch, rationales, token_logprobs) -> {component: per-sample scores (None: missing), ...,
+# "total": per-sample terminal rewards}. `token_logprobs` are the reference model's untempered
+# log-probs of each rationale's tokens (for the fluency aspect).
+RewardFn = Callable[[dict[str, Any], list[str], list[list[float]]], dict[str, list]]
+# (rollout number, rows of {"input", "rationale", reward components..., "total"}) -> None
+SampleLogger = Callable[[int, list[dict[str, Any]]], None]
 KLController = FixedKLController | AdaptiveKLController
+SCORE_NORMS = ("none", "running", "group")
 
 # Responses are right-padded to a multiple of this, so few distinct shapes reach the model.
 RESPONSE_PAD_MULTIPLE = 8
@@ -71,13 +79,22 @@ class RationaleRefiner(pl.LightningModule):
         score_clip: float | None = None,
         temperature: float = 1.0,
         max_source_length: int | None = None,
+        score_norm: str = "none",
+        value_head_mlp: int | None = None,
+        sample_logger: SampleLogger | None = None,
+        log_samples_every: int = 0,
+        num_samples_logged: int = 8,
     ):
         """
         Args:
             model: the student policy (a T5-style encoder-decoder); it is trained in place.
             tokenizer: the student's tokenizer (needs pad and EOS ids).
-            reward_fn: (inputs, rationales) -> {component name: per-sample scores, ..., "total":
-                per-sample scores}; "total" is the terminal PPO reward, the rest are only logged.
+            reward_fn: (batch, rationales, token_logprobs) -> {component name: per-sample scores
+                (None where missing), ..., "total": per-sample scores}; "total" is the terminal
+                PPO reward, the rest are only logged. `batch` is the dataloader's batch (it has
+                "inputs", the prompts, and whatever else the caller put there, e.g. example
+                indices); `token_logprobs` are the frozen reference's untempered log-probs of each
+                rationale's tokens.
             optimizer: partial taking the parameters (policy + value head) and returning an
                 optimiser.
             kl_controller: gives the KL penalty coefficient and is updated with the observed KL.
@@ -94,6 +111,15 @@ class RationaleRefiner(pl.LightningModule):
             score_clip: clamp the total reward to [-score_clip, score_clip] (None: no clamp).
             temperature: sampling temperature (> 0); log-probs use the same tempered logits.
             max_source_length: truncate encoded inputs to this many tokens (None: no limit).
+            score_norm: "none"; "running" (standardise scores by their running mean and std,
+                checkpointed); "group" (subtract the mean score of the samples drawn for the same
+                prompt in this rollout, for batches that repeat each prompt: a per-prompt
+                baseline; `batch["group"]` names the prompt, else the prompt text does).
+            value_head_mlp: hidden width of the value head's one ReLU layer (None: linear).
+            sample_logger: called every `log_samples_every` rollouts with sample rationales and
+                their rewards (a table for the loggers).
+            log_samples_every: rollouts between sample tables (0: never).
+            num_samples_logged: rows per sample table.
         """
         super().__init__()
         if ppo_epochs < 1 or minibatch_size < 1 or max_new_tokens < 1:
@@ -103,11 +129,15 @@ class RationaleRefiner(pl.LightningModule):
             )
         if not temperature > 0:
             raise ValueError(f"rl.temperature={temperature}: must be > 0")
+        if score_norm not in SCORE_NORMS:
+            raise ValueError(
+                f"rl.score_norm={score_norm!r}: allowed values are {list(SCORE_NORMS)}"
+            )
         self.automatic_optimization = False
         self.model = model
         self.ref_model = copy.deepcopy(model).eval()
         self.ref_model.requires_grad_(False)
-        self.value_head = ValueHead(model.config.d_model)
+        self.value_head = ValueHead(model.config.d_model, value_head_mlp)
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
         self.optimizer_factory = optimizer
@@ -122,6 +152,12 @@ class RationaleRefiner(pl.LightningModule):
         self.score_clip = score_clip
         self.temperature = temperature
         self.max_source_length = max_source_length
+        self.score_norm = score_norm
+        self.score_stats = RunningMeanStd()
+        self.sample_logger = sample_logger
+        self.log_samples_every = int(log_samples_every)
+        self.num_samples_logged = int(num_samples_logged)
+        self.rollouts_done = 0
 
     # ---------------------------------------------------------------- helpers
 
@@ -193,6 +229,43 @@ class RationaleRefiner(pl.LightningModule):
 
     # ---------------------------------------------------------------- PPO step
 
+    def _rollout_tensors(
+        self, responses: list[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(lengths, response_ids, mask, decoder_input_ids) for a batch of sampled responses."""
+        n = len(responses)
+        lengths = torch.tensor([len(r) for r in responses], device=self.device)
+        pad = self.tokenizer.pad_token_id
+        response_ids = pad_to_multiple(responses, pad, RESPONSE_PAD_MULTIPLE).to(self.device)
+        width = response_ids.shape[1]
+        mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).float()
+        start = torch.full((n, 1), self.model.config.decoder_start_token_id, device=self.device)
+        decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
+        return lengths, response_ids, mask, decoder_input_ids
+
+    def _decode(self, responses: list[list[int]]) -> list[str]:
+        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        return [t.strip() for t in texts]
+
+    @staticmethod
+    def _per_row(values: torch.Tensor, mask: torch.Tensor) -> list[list[float]]:
+        return [row[: int(m.sum())].tolist() for row, m in zip(values, mask)]
+
+    def _normalise(self, scores: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        if self.score_norm == "running":
+            self.score_stats.update(scores)
+            return normalize_scores(scores, self.score_stats)
+        if self.score_norm == "group":
+            groups = list(batch.get("group", batch["inputs"]))
+            keys = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+            ids = torch.tensor([keys[g] for g in groups], device=scores.device)
+            sums = torch.zeros(len(keys), device=scores.device).index_add(0, ids, scores)
+            counts = torch.zeros(len(keys), device=scores.device).index_add(
+                0, ids, torch.ones_like(scores)
+            )
+            return scores - (sums / counts)[ids]
+        return scores
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         inputs: list[str] = list(batch["inputs"])
         n = len(inputs)
@@ -204,23 +277,9 @@ class RationaleRefiner(pl.LightningModule):
 
         # 1. Generate: one sampled rationale per prompt.
         responses = self.generate(input_ids, attention_mask)
-        lengths = torch.tensor([len(r) for r in responses], device=self.device)
-        pad = self.tokenizer.pad_token_id
-        response_ids = pad_to_multiple(responses, pad, RESPONSE_PAD_MULTIPLE).to(self.device)
-        width = response_ids.shape[1]
-        mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).float()
-        start = torch.full((n, 1), self.model.config.decoder_start_token_id, device=self.device)
-        decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
+        lengths, response_ids, mask, decoder_input_ids = self._rollout_tensors(responses)
 
-        # 2. Score the decoded rationales.
-        rationales = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        rewards = self.reward_fn(inputs, rationales)
-        if "total" not in rewards:
-            raise KeyError(f"reward_fn must return a 'total' entry (got {sorted(rewards)})")
-        scores = torch.tensor(rewards["total"], dtype=torch.float32, device=self.device)
-        scores = clip_scores(scores, self.score_clip)
-
-        # 3. Rollout log-probs and values of the policy; log-probs of the frozen reference.
+        # 2. Rollout log-probs and values of the policy; log-probs of the frozen reference.
         with torch.no_grad():
             logits, old_values = self._forward(
                 self.model, input_ids, attention_mask, decoder_input_ids, mask, self.value_head
@@ -231,7 +290,21 @@ class RationaleRefiner(pl.LightningModule):
                 self.ref_model, input_ids, attention_mask, decoder_input_ids, mask, None
             )
             ref_logprobs = logprobs_from_logits(ref_logits, response_ids)
+            plain_ref = (
+                ref_logprobs
+                if self.temperature == 1.0
+                else logprobs_from_logits(ref_logits * self.temperature, response_ids)
+            )
 
+        # 3. Score the decoded rationales.
+        rationales = self._decode(responses)
+        rewards = self.reward_fn(batch, rationales, self._per_row(plain_ref, mask))
+        if "total" not in rewards:
+            raise KeyError(f"reward_fn must return a 'total' entry (got {sorted(rewards)})")
+        raw_scores = torch.tensor(rewards["total"], dtype=torch.float32, device=self.device)
+        scores = clip_scores(self._normalise(raw_scores, batch), self.score_clip)
+
+        with torch.no_grad():
             # 4. Per-token KL penalty plus the terminal score.
             kl = kl_estimate(old_logprobs, ref_logprobs, self.kl_estimator) * mask
             sequence_kl = kl.sum(dim=1).mean()
@@ -285,9 +358,48 @@ class RationaleRefiner(pl.LightningModule):
             "rl/response_length": masked_mean(lengths.float(), torch.ones_like(mask[:, 0])),
             **{f"rl/{k}": torch.stack(v).mean() for k, v in stats.items()},
         }
-        for name, values in rewards.items():
-            log[f"rewards/{name}/mean"] = float(sum(values) / max(len(values), 1))
+        log.update(_reward_means(rewards, "rewards/{}/mean"))
         self.log_dict(log, on_step=True, on_epoch=False, batch_size=n)
+        self.rollouts_done += 1
+        if (
+            self.sample_logger is not None
+            and self.log_samples_every > 0
+            and (self.rollouts_done - 1) % self.log_samples_every == 0
+        ):
+            rows = []
+            for i in range(min(n, self.num_samples_logged)):
+                row = {"input": batch.get("questions", inputs)[i], "rationale": rationales[i]}
+                row.update({name: values[i] for name, values in rewards.items()})
+                rows.append(row)
+            self.sample_logger(self.rollouts_done, rows)
+
+    # ---------------------------------------------------------------- validation
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Greedy rationales for held-out prompts, scored by the same reward: `val/reward` (the
+        total) and `val/<component>`, averaged over the validation set."""
+        inputs: list[str] = list(batch["inputs"])
+        input_ids, attention_mask = self.encode(inputs)
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            do_sample=False,
+            max_new_tokens=self.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            decoder_start_token_id=self.model.config.decoder_start_token_id,
+        )
+        eos = self.tokenizer.eos_token_id
+        responses = [r[: r.index(eos) + 1] if eos in r else r for r in out[:, 1:].tolist()]
+        _, response_ids, mask, decoder_input_ids = self._rollout_tensors(responses)
+        ref_logits, _ = self._forward(
+            self.ref_model, input_ids, attention_mask, decoder_input_ids, mask, None
+        )
+        ref_logprobs = logprobs_from_logits(ref_logits * self.temperature, response_ids)
+        rewards = self.reward_fn(batch, self._decode(responses), self._per_row(ref_logprobs, mask))
+        log = _reward_means(rewards, "val/{}")
+        log["val/reward"] = log.pop("val/total")
+        self.log_dict(log, on_step=False, on_epoch=True, batch_size=len(inputs))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = list(self.model.parameters()) + list(self.value_head.parameters())
@@ -297,7 +409,22 @@ class RationaleRefiner(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["kl_controller"] = self.kl_controller.state_dict()
+        checkpoint["score_stats"] = self.score_stats.state_dict()
+        checkpoint["rollouts_done"] = self.rollouts_done
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "kl_controller" in checkpoint:
             self.kl_controller.load_state_dict(checkpoint["kl_controller"])
+        if "score_stats" in checkpoint:
+            self.score_stats.load_state_dict(checkpoint["score_stats"])
+        self.rollouts_done = int(checkpoint.get("rollouts_done", 0))
+
+
+def _reward_means(rewards: dict[str, list], template: str) -> dict[str, float]:
+    """Mean of every reward component over the samples that have a value (None: missing)."""
+    out = {}
+    for name, values in rewards.items():
+        present = [float(v) for v in values if v is not None]
+        if present:
+            out[template.format(name)] = sum(present) / len(present)
+    return out

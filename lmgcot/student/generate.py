@@ -63,3 +63,34 @@ def generate_rationales(
     finally:
         model.train(was_training)
     return out
+
+
+@torch.inference_mode()
+def score_rationales(
+    student: Student, inputs: list[str], rationales: list[str], batch_size: int = 64
+) -> list[list[float]]:
+    """Per-token log-probabilities of each rationale (its tokens and EOS) given its input, under
+    the student, teacher-forced. Used for the fluency aspect."""
+    model, tok = student.model, student.tokenizer
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    src = tok(inputs, truncation=True, max_length=student.max_source_length)["input_ids"]
+    tgt = tok(rationales, truncation=True, max_length=student.max_target_length)["input_ids"]
+    out: list[list[float]] = [[] for _ in inputs]
+    order = sorted(range(len(inputs)), key=lambda i: -len(src[i]))
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            ids = pad_to_multiple([src[i] for i in idx], tok.pad_token_id).to(device)
+            labels = pad_to_multiple([tgt[i] for i in idx], -100).to(device)
+            logits = model(
+                input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(), labels=labels
+            ).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            picked = logprobs.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
+            for row, i in enumerate(idx):
+                out[i] = picked[row, : len(tgt[i])].tolist()
+    finally:
+        model.train(was_training)
+    return out
