@@ -7,6 +7,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -50,6 +51,7 @@ class FakeApiServer:
       fail their first `transient_attempts` attempts with 429 (`retry-after: 0`), 500 or 529 in turn.
     * `fail_with`: every request fails: 401, 500, 529 or "credit" (400, credit balance too low).
     * `retry_after_ms`: also send `retry-after-ms` on 429s (lets SDK retries skip their backoff).
+    * `replier`: answers chosen prompts itself (e.g. a judge's ratings).
     """
 
     latency_s: float = 0.0
@@ -57,6 +59,8 @@ class FakeApiServer:
     transient_attempts: int = 1
     fail_with: int | str | None = None
     retry_after_ms: int | None = None
+    # Optional prompt -> reply text; None from it (or no replier) gives the default reply.
+    replier: Callable[[str], str | None] | None = None
     requests: list[Recorded] = field(default_factory=list)
     max_in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -154,7 +158,8 @@ class FakeApiServer:
             # Identical bodies are the samples of one prompt: each repeat gets the next number.
             with self._lock:
                 self._served[key] = sample = self._served.get(key, 0) + 1
-        text = reply_text(prompt, temperature, system, sample)
+        custom = self.replier(prompt) if self.replier is not None else None
+        text = custom if custom is not None else reply_text(prompt, temperature, system, sample)
         n_in = len(prompt.split()) + len(system.split())
         n_out = len(text.split())
         model = body.get("model", "unknown")

@@ -118,6 +118,11 @@ BAD_VALUES = {
     "evaluation.methods=[nope]": "evaluation.methods",
     "teacher.num_samples=0": "teacher.num_samples",
     "large_lm.error_rate=2": "large_lm.error_rate",
+    "reward.weights.task=-1": "reward.weights.task=-1: must be >= 0",
+    "reward.weights.task=0": "reward.weights: all weights are 0",
+    "reward.scorer=judge": "reward.scorer=auto",  # the simulated large LM cannot judge
+    "rl.kl.estimator=k9": "rl.kl.estimator",
+    "rl.samples_per_question=3": "rl.rollout_batch_size=8 must be a multiple",
 }
 MALFORMED = "malformed hotpotqa file"
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import TINY_STUDENT
 
 from lmgcot.pipeline import METHODS
@@ -57,3 +58,67 @@ def test_killed_run_resumes_in_the_same_run_directory(tmp_path: Path):
     assert "resumed from" in (run_dir / "lmgcot.log").read_text()
     assert results["distill"]["steps"] == 1500
     assert set(results["methods"]) == set(METHODS)
+
+
+def test_killed_refine_stage_resumes_from_its_step_with_the_kl_state(tmp_path: Path):
+    import csv
+
+    import torch
+
+    run_dir = tmp_path / "run"
+    rollouts = 150
+    args = [
+        sys.executable,
+        "-m",
+        "lmgcot.cli",
+        f"hydra.run.dir={run_dir}",
+        f"paths.output_dir={tmp_path / 'outputs'}",
+        "dataset.n_train=32",
+        "dataset.n_val=4",
+        "dataset.n_test=4",
+        "distill.batch_size=4",
+        "trainer.max_steps=4",
+        "trainer.enable_progress_bar=false",
+        "evaluation.self_consistency.k=2",
+        f"rl.rollouts={rollouts}",
+        "rl.rollout_batch_size=4",
+        "rl.minibatch_size=4",
+        "rl.ppo_epochs=1",
+        "rl.val_every=5",
+        "rl.max_val_questions=4",
+        # An adaptive coefficient far from its target moves at every rollout: its value tells
+        # whether the resumed run carried on from the saved state or started again.
+        "rl.kl.controller=adaptive",
+        "rl.kl.target=100",
+        "rl.kl.horizon=20",
+        *TINY_STUDENT,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run_dir / "refine" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), "no refine checkpoint was written before the kill"
+    assert not (run_dir / "refine" / "summary.json").exists(), "refine finished before the kill"
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    saved_step, saved_coef = saved["global_step"], saved["kl_controller"]["value"]
+    assert 0 < saved["rollouts_done"] < rollouts and saved_coef < 0.05
+
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refine: resumed from" in (run_dir / "lmgcot.log").read_text()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["refine"]["rollouts"] == rollouts
+    assert results["refine"]["optimizer_steps"] == rollouts  # one optimiser step per rollout
+    # The resumed invocation logs to a new CSV version: its first rollout is the one after the
+    # saved step, penalised with the saved coefficient.
+    versions = sorted((run_dir / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    with open(versions[-1] / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("rl/kl_coef")]
+    assert int(rows[0]["step"]) >= saved_step
+    assert float(rows[0]["rl/kl_coef"]) == pytest.approx(saved_coef, rel=1e-6)
+    assert len(rows) == rollouts - saved["rollouts_done"]

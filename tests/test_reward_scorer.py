@@ -1,0 +1,139 @@
+"""`RewardScorer`: the mix's components with the `auto` and `judge` scorers, and the judge through
+the real OpenAI client against a local server (malformed replies included)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from fake_api_server import FakeApiServer
+
+from lmgcot.cli import CONFIG_DIR
+from lmgcot.data.synthetic import SyntheticMultiHop
+from lmgcot.errors import BackendError, ConfigError
+from lmgcot.llm.cache import CallCache
+from lmgcot.llm.openai import OpenAILargeLM
+from lmgcot.llm.simulated import SimulatedLargeLM
+from lmgcot.prompts import PromptTemplates
+from lmgcot.rewards import ASPECTS, RewardMix, build_judge_prompt
+from lmgcot.rewards.judge import JUDGE_PREFIX
+from lmgcot.rewards.scorer import RewardScorer, mean_scores
+
+PROMPTS = PromptTemplates(
+    **yaml.safe_load((Path(CONFIG_DIR) / "prompt" / "default.yaml").read_text())
+)
+
+
+@pytest.fixture(scope="module")
+def bridge_examples():
+    splits = SyntheticMultiHop(n_train=0, n_val=0, n_test=60, seed=3).load_splits()
+    return [x for x in splits.test if x.type == "bridge"][:4]
+
+
+def teacher_rationale(lm: SimulatedLargeLM, prompts: PromptTemplates, example) -> str:
+    return lm.respond(prompts.cot_prompt(example)).rsplit(" So the answer is", 1)[0]
+
+
+def make(weights: dict, lm=None, **kw) -> RewardScorer:
+    lm = lm or SimulatedLargeLM(error_rate=0.0)
+    return RewardScorer(RewardMix(weights), lm, PROMPTS, **kw)
+
+
+def test_task_reward_follows_the_rationale_and_only_active_components_run(bridge_examples):
+    scorer = make({"task": 1.0})
+    good = [teacher_rationale(scorer.large_lm, scorer.prompts, x) for x in bridge_examples]
+    totals, comps, failures = scorer(bridge_examples, good)
+    assert totals == [1.0] * len(good) and set(comps) == {"task"} and failures == []
+    # Empty rationales fall back to the unaided answer, right only for some questions.
+    unaided = [scorer.large_lm.respond(scorer.prompts.standard_prompt(x)) for x in bridge_examples]
+    expected = [float(a == x.answer) for a, x in zip(unaided, bridge_examples)]
+    totals_empty, _, _ = scorer(bridge_examples, [""] * len(bridge_examples))
+    assert totals_empty == expected
+
+
+def test_mixed_total_is_the_normalised_weighted_sum(bridge_examples):
+    scorer = make({"task": 1.0, "readability": 1.0, "naturalness": 2.0})
+    rationales = [teacher_rationale(scorer.large_lm, scorer.prompts, x) for x in bridge_examples]
+    totals, comps, _ = scorer(bridge_examples, rationales)
+    assert set(comps) == {"task", "readability", "naturalness"}
+    for i, total in enumerate(totals):
+        expected = (comps["task"][i] + comps["readability"][i] + 2 * comps["naturalness"][i]) / 4
+        assert total == pytest.approx(expected)
+
+
+def test_fluency_needs_token_logprobs_and_uses_them(bridge_examples):
+    scorer = make({"fluency": 1.0})
+    rationales = ["A was born in B."] * len(bridge_examples)
+    with pytest.raises(ValueError, match="token log-probs"):
+        scorer(bridge_examples, rationales)
+    totals, comps, _ = scorer(bridge_examples, rationales, [[-0.5, -0.5]] * len(rationales))
+    assert totals == pytest.approx([0.6065306597] * len(rationales))
+    # Quality scoring without log-probs leaves fluency out rather than guessing it.
+    all_aspects, _ = scorer.components(bridge_examples, rationales, names=list(ASPECTS))
+    assert set(all_aspects) == set(ASPECTS) - {"fluency"}
+
+
+def test_consistency_compares_with_the_large_lms_answer(bridge_examples):
+    scorer = make({"consistency": 1.0})
+    x = bridge_examples[0]
+    stated = (
+        teacher_rationale(scorer.large_lm, scorer.prompts, x) + f" So the answer is {x.answer}."
+    )
+    contrary = teacher_rationale(scorer.large_lm, scorer.prompts, x) + " So the answer is Nowhere."
+    totals, _, _ = scorer([x, x], [stated, contrary])
+    assert totals == [1.0, 0.0]
+
+
+def test_bad_scorer_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="reward.scorer='oracle'"):
+        make({"task": 1.0}, scorer="oracle")
+    with pytest.raises(ConfigError, match="reward.task_metric='bleu'"):
+        make({"task": 1.0}, task_metric="bleu")
+
+
+def test_the_simulated_large_lm_refuses_to_judge(bridge_examples):
+    lm = SimulatedLargeLM()
+    with pytest.raises(BackendError, match="reward.scorer=auto"):
+        lm.check_prompt(build_judge_prompt(bridge_examples[0], "A rationale."))
+
+
+def judge_replier(prompt: str) -> str | None:
+    """Rates every aspect 5 when the rationale mentions 'born', 1 otherwise; a rationale that
+    says 'garble' gets a reply missing two aspects."""
+    if not prompt.startswith(JUDGE_PREFIX):
+        return None
+    rationale = prompt.split("\nRationale: ", 1)[1].split("\n", 1)[0]
+    if "garble" in rationale:
+        return "Factuality: 4\nRelevance: 4\nI am not sure about the rest."
+    score = 5 if "born" in rationale else 1
+    return "\n".join(f"**{name.title()}**: {score}/5" for name in ASPECTS)
+
+
+def test_judge_scorer_through_the_openai_client(bridge_examples, tmp_path):
+    with FakeApiServer(replier=judge_replier) as server:
+        lm = OpenAILargeLM(
+            "judge-model", cache=CallCache(tmp_path / "c.sqlite"), base_url=f"{server.url}/v1"
+        )
+        scorer = make({"factuality": 1.0, "fluency": 1.0}, lm=lm, scorer="judge")
+        rationales = ["X was born in Y.", "Nothing useful.", "garble garble", "Z was born in W."]
+        totals, comps, failures = scorer(bridge_examples, rationales)
+        assert comps["factuality"] == [1.0, 0.0, None, 1.0]
+        assert comps["fluency"] == [1.0, 0.0, None, 1.0]
+        # An unusable reply scores 0 in the total and is reported, not guessed at.
+        assert totals == [1.0, 0.0, 0.0, 1.0]
+        assert [f["index"] for f in failures] == [2]
+        assert failures[0]["id"] == bridge_examples[2].id
+        assert "relevance" not in failures[0]["problem"] and "logicality" in failures[0]["problem"]
+        # One call per rationale rates every aspect; a repeat is answered by the cache.
+        assert len(server.ok_requests()) == 4
+        bodies = [json.dumps(r.body) for r in server.ok_requests()]
+        assert all("Question:" in b for b in bodies)
+        assert sum("X was born in Y." in b for b in bodies) == 1
+        scorer(bridge_examples, rationales)
+        assert len(server.ok_requests()) == 4
+
+
+def test_mean_scores_leave_out_missing_values():
+    assert mean_scores({"a": [1.0, None, 0.0], "b": [None, None]}) == {"a": 0.5}
