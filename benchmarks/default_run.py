@@ -40,6 +40,9 @@ def main(argv: list[str]) -> int:
     print("stage seconds:", results["timings_s"])
     print("teacher:", results["teacher"].get("train"))
     print("distill:", results["distill"])
+    print("refine:", results.get("refine"))
+    for source, scores in results.get("rationale_quality", {}).items():
+        print(f"quality {source:14s}", " ".join(f"{k}={v:.3f}" for k, v in scores.items()))
     print("large LM:", {k: results["llm"][k] for k in ("calls", "cache_hits")})
     return 0
 

@@ -464,7 +464,7 @@ def stage_refine(ctx: RunContext) -> None:
         log.info("refine: resumed from %s", resume)
     elif has_val:
         scores = trainer.validate(module, dataloaders=val_loader, verbose=False)[0]
-        meta = {**meta, "val_reward_before": float(scores["val/reward"])}
+        meta = {**meta, "val_reward_before": _float(scores["val/reward"])}
         _write_meta(out_dir, meta)
     before = meta.get("val_reward_before")
     trainer.fit(

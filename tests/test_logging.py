@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -70,6 +71,15 @@ def test_csv_logger_writes_train_loss_in_the_run_directory(compose_cfg, tmp_path
     assert len(files) == 1
     assert {"train/loss", "step"} <= columns
     assert "test/standard/em" in columns
+    # The refine stage's PPO diagnostics and every reward component, per rollout.
+    rl_keys = {"kl", "kl_coef", "entropy", "clipfrac", "approx_kl", "policy_loss", "value_loss"}
+    assert {f"rl/{k}" for k in rl_keys} | {"rl/response_length", "val/reward"} <= columns
+    assert {"rewards/task/mean", "rewards/total/mean"} <= columns
+    samples = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "refine" / "rollout_samples.jsonl").read_text().splitlines()
+    ]
+    assert samples and {"rollout", "input", "rationale", "task", "total"} <= set(samples[0])
     assert not (tmp_path / "run" / "wandb").exists()
 
 
@@ -86,8 +96,9 @@ def test_wandb_logs_offline_into_the_run_directory_and_finishes(
     assert wandb.run is None, "wandb.finish() was not called"
     run_dir = tmp_path / "run"
     offline = _offline_run(run_dir)
-    records = _records(offline, b"train/loss", b"test/standard/em")
+    records = _records(offline, b"train/loss", b"test/standard/em", b"rl/samples")
     assert b"train/loss" in records and b"test/standard/em" in records
+    assert b"rl/kl" in records and b"rl/samples" in records  # the sample-rationale table
     _, columns = _metric_columns(run_dir)
     assert "train/loss" in columns
     # Nothing in the working directory (Lightning's WandbLogger defaults to save_dir=".").
