@@ -89,6 +89,7 @@ def test_killed_refine_stage_resumes_from_its_step_with_the_kl_state(tmp_path: P
         # An adaptive coefficient far from its target moves at every rollout: its value tells
         # whether the resumed run carried on from the saved state or started again.
         "rl.kl.controller=adaptive",
+        "rl.kl.coef=0.05",
         "rl.kl.target=100",
         "rl.kl.horizon=20",
         *TINY_STUDENT,
