@@ -66,14 +66,7 @@ log = logging.getLogger("lmgcot")
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 
 STAGES = ("teacher", "distill", "refine", "evaluate")
-METHODS = (
-    "standard",
-    "cot",
-    "lm_guided_kd",
-    "lm_guided_kd_sc",
-    "lm_guided_rl",
-    "lm_guided_rl_sc",
-)
+METHODS = M.METHODS
 # Rationale sources scored for rationale_quality: the method whose (first) rationales are scored.
 QUALITY_SOURCES = ("cot", "lm_guided_kd", "lm_guided_rl")
 RESULTS_FILE = "results.json"
@@ -321,12 +314,8 @@ def stage_refine(ctx: RunContext) -> None:
         ctx.refine = read_json(out_dir / "summary.json")
         log.info("refine: reusing %s", out_dir)
         return
-    distill_dir = ctx.run_dir / "distill"
-    if not _is_done(distill_dir):
-        raise ConfigError(
-            f"refine needs a distilled student in {distill_dir / 'student'}: add the distill "
-            "stage or point hydra.run.dir at a run that has one"
-        )
+    # Fails with one line before any work when there is no distilled student.
+    student = _load_student(ctx, "distill")
     ckpt_dir = out_dir / "checkpoints"
     resume = ckpt_dir / "last.ckpt"
     meta = _meta(out_dir)
@@ -347,7 +336,6 @@ def stage_refine(ctx: RunContext) -> None:
         "train": _cap(ctx.splits.train, r.max_questions),
         "val": _cap(ctx.splits.val, r.max_val_questions),
     }
-    student = _load_student(ctx, "distill")
     k = int(r.samples_per_question)
 
     def collate(indices: list[int], split: str, repeat: int) -> dict:
@@ -636,14 +624,11 @@ STAGE_FUNCS: dict[str, Callable[[RunContext], None]] = {
 
 def _method_settings(method: str, e: DictConfig) -> str:
     """The evaluation settings that change a method's predictions (its artifact fingerprint)."""
-    keys = {
-        "standard": ["answer_max_new_tokens"],
-        "cot": ["answer_max_new_tokens", "cot_max_new_tokens"],
-        "lm_guided_kd": ["answer_max_new_tokens"],
-        "lm_guided_kd_sc": ["answer_max_new_tokens", "self_consistency"],
-        "lm_guided_rl": ["answer_max_new_tokens"],
-        "lm_guided_rl_sc": ["answer_max_new_tokens", "self_consistency"],
-    }[method]
+    keys = ["answer_max_new_tokens"]
+    if method == "cot":
+        keys.append("cot_max_new_tokens")
+    elif method.endswith("_sc"):
+        keys.append("self_consistency")
     return json.dumps(
         {k: OmegaConf.to_container(e[k]) if isinstance(e[k], DictConfig) else e[k] for k in keys},
         sort_keys=True,

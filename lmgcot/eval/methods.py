@@ -17,6 +17,16 @@ from lmgcot.eval.metrics import aggregate, best_over_golds
 from lmgcot.llm.base import GenerationParams, LargeLM
 from lmgcot.prompts import PromptTemplates
 
+# Every method, in the order tables list them (the names results.json uses).
+METHODS = (
+    "standard",
+    "cot",
+    "lm_guided_kd",
+    "lm_guided_kd_sc",
+    "lm_guided_rl",
+    "lm_guided_rl_sc",
+)
+
 
 @dataclass
 class Prediction:

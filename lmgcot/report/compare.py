@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from lmgcot.eval.methods import METHODS
 from lmgcot.utils.io import atomic_write_text
 
 ALPHA = 0.05
@@ -313,8 +314,6 @@ def plot(report: dict, path: Path) -> None:
 
 def _ordered(methods: set[str]) -> list[str]:
     """Methods in the pipeline's order, unknown ones after them alphabetically."""
-    from lmgcot.pipeline import METHODS
-
     return sorted(methods, key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m))
 
 

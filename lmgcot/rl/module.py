@@ -173,23 +173,33 @@ class RationaleRefiner(pl.LightningModule):
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
-        """Sample one response per prompt from the untruncated (tempered) policy distribution.
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, greedy: bool = False
+    ) -> list[list[int]]:
+        """One response per prompt: sampled from the untruncated (tempered) policy distribution,
+        or greedy (for validation).
 
         Returns each response's tokens without the decoder start token, cut after its first EOS
         (kept); a response without EOS was truncated at `max_new_tokens`.
         """
+        sampling = (
+            {"do_sample": False}
+            if greedy
+            else {
+                "do_sample": True,
+                "top_k": 0,
+                "top_p": 1.0,
+                "temperature": self.temperature,
+            }
+        )
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            do_sample=True,
-            top_k=0,
-            top_p=1.0,
-            temperature=self.temperature,
             max_new_tokens=self.max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
             decoder_start_token_id=self.model.config.decoder_start_token_id,
+            **sampling,
         )
         eos = self.tokenizer.eos_token_id
         responses = []
@@ -380,17 +390,7 @@ class RationaleRefiner(pl.LightningModule):
         total) and `val/<component>`, averaged over the validation set."""
         inputs: list[str] = list(batch["inputs"])
         input_ids, attention_mask = self.encode(inputs)
-        out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            do_sample=False,
-            max_new_tokens=self.max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-            decoder_start_token_id=self.model.config.decoder_start_token_id,
-        )
-        eos = self.tokenizer.eos_token_id
-        responses = [r[: r.index(eos) + 1] if eos in r else r for r in out[:, 1:].tolist()]
+        responses = self.generate(input_ids, attention_mask, greedy=True)
         _, response_ids, mask, decoder_input_ids = self._rollout_tensors(responses)
         ref_logits, _ = self._forward(
             self.ref_model, input_ids, attention_mask, decoder_input_ids, mask, None
