@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 CREDIT_MESSAGE = (
     "Your credit balance is too low to access the Anthropic API. "
@@ -52,6 +54,16 @@ class FakeApiServer:
     * `fail_with`: every request fails: 401, 500, 529 or "credit" (400, credit balance too low).
     * `retry_after_ms`: also send `retry-after-ms` on 429s (lets SDK retries skip their backoff).
     * `replier`: answers chosen prompts itself (e.g. a judge's ratings).
+
+    Message Batches (`POST /v1/messages/batches`, `GET .../{id}`, `GET .../{id}/results`): a batch
+    ends `batch_delay_s` after it was created (the current value is used at each poll), and its
+    results are served in shuffled order from the absolute `results_url`. `batch_fault_rate` of the
+    distinct bodies come back `errored` (api_error) or `expired` in their first batch;
+    prompts containing `invalid_marker` always come back `errored` (invalid_request_error).
+    `billed` counts the requests a batch completed, per body.
+
+    Prompt caching: a user text block carrying `cache_control` is a cached prefix; its words count
+    as `cache_creation_input_tokens` the first time and `cache_read_input_tokens` after.
     """
 
     latency_s: float = 0.0
@@ -61,8 +73,14 @@ class FakeApiServer:
     retry_after_ms: int | None = None
     # Optional prompt -> reply text; None from it (or no replier) gives the default reply.
     replier: Callable[[str], str | None] | None = None
+    batch_delay_s: float = 0.0
+    batch_fault_rate: float = 0.0
+    invalid_marker: str | None = None
     requests: list[Recorded] = field(default_factory=list)
     max_in_flight: int = 0
+    batches: dict[str, dict] = field(default_factory=dict)
+    billed: dict[str, int] = field(default_factory=dict)
+    _prefixes: set[str] = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _attempts: dict[str, int] = field(default_factory=dict, repr=False)
     _served: dict[str, int] = field(default_factory=dict, repr=False)
@@ -112,10 +130,13 @@ class FakeApiServer:
             self._attempts.clear()
             self._served.clear()
             self.max_in_flight = 0
+            self.batches.clear()
+            self.billed.clear()
+            self._prefixes.clear()
 
     # -- answering --------------------------------------------------------------------------
 
-    def handle(self, path: str, headers: dict[str, str], body: dict) -> tuple[int, dict, dict]:
+    def handle(self, path: str, headers: dict[str, str], body: dict) -> tuple[int, dict, Any]:
         """(status, extra headers, JSON reply) for one request."""
         key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         with self._lock:
@@ -133,7 +154,9 @@ class FakeApiServer:
             self.requests.append(Recorded(path, headers, body, status))
         return status, extra, reply
 
-    def _answer(self, path: str, body: dict, key: str, attempt: int) -> tuple[int, dict, dict]:
+    def _answer(self, path: str, body: dict, key: str, attempt: int) -> tuple[int, dict, Any]:
+        if path.startswith("/v1/messages/batches"):
+            return self._batch_route(path, body)
         anthropic = path == "/v1/messages"
         if path not in ("/v1/messages", "/v1/chat/completions"):
             return 404, {}, _error(anthropic, 404, f"no route {path}")
@@ -150,6 +173,9 @@ class FakeApiServer:
             if status == 429 and self.retry_after_ms is not None:
                 extra["retry-after-ms"] = str(self.retry_after_ms)
             return status, extra, _error(anthropic, status, f"injected {status}")
+        return 200, {}, self._reply(body, key, anthropic)
+
+    def _reply(self, body: dict, key: str, anthropic: bool) -> dict:
         prompt, system = _prompt_and_system(body, anthropic)
         temperature = body.get("temperature")
         sample = 1
@@ -164,42 +190,118 @@ class FakeApiServer:
         n_out = len(text.split())
         model = body.get("model", "unknown")
         if anthropic:
-            return (
-                200,
-                {},
-                {
-                    "id": f"msg_{key[:16]}",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": [{"type": "text", "text": text}],
-                    "stop_reason": "end_turn",
-                    "stop_sequence": None,
-                    "usage": {"input_tokens": n_in, "output_tokens": n_out},
-                },
-            )
-        return (
-            200,
-            {},
-            {
-                "id": f"chatcmpl-{key[:16]}",
-                "object": "chat.completion",
-                "created": 0,
+            usage = {"input_tokens": n_in, "output_tokens": n_out}
+            prefix = _cached_prefix(body)
+            if prefix:
+                n_prefix = len(prefix.split())
+                with self._lock:
+                    seen = prefix in self._prefixes
+                    self._prefixes.add(prefix)
+                usage["input_tokens"] = n_in - n_prefix
+                usage["cache_read_input_tokens" if seen else "cache_creation_input_tokens"] = (
+                    n_prefix
+                )
+            return {
+                "id": f"msg_{key[:16]}",
+                "type": "message",
+                "role": "assistant",
                 "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": n_in,
-                    "completion_tokens": n_out,
-                    "total_tokens": n_in + n_out,
-                },
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": usage,
+            }
+        return {
+            "id": f"chatcmpl-{key[:16]}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": n_in,
+                "completion_tokens": n_out,
+                "total_tokens": n_in + n_out,
             },
-        )
+        }
+
+    # -- Message Batches --------------------------------------------------------------------
+
+    def _batch_route(self, path: str, body: dict) -> tuple[int, dict, Any]:
+        parts = path.split("?")[0].rstrip("/").split("/")  # ['', 'v1', 'messages', 'batches', ...]
+        if len(parts) == 4:
+            return self._create_batch(body)
+        batch = self.batches.get(parts[4])
+        if batch is None:
+            return 404, {}, _error(True, 404, f"no batch {parts[4]}")
+        if len(parts) == 5:
+            return 200, {}, self._batch_object(batch)
+        if len(parts) == 6 and parts[5] == "results":
+            if not self._batch_ended(batch):
+                return 400, {}, _error(True, 400, "batch still processing")
+            return 200, {"content-type": "application/binary"}, _Jsonl(batch["results"])
+        return 404, {}, _error(True, 404, f"no route {path}")
+
+    def _create_batch(self, body: dict) -> tuple[int, dict, dict]:
+        with self._lock:
+            batch_id = f"msgbatch_{len(self.batches) + 1:04d}"
+        results = []
+        for item in body["requests"]:
+            params = item["params"]
+            key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+            with self._lock:
+                self._attempts[key] = attempt = self._attempts.get(key, 0) + 1
+            prompt, _ = _prompt_and_system(params, True)
+            chosen = int(key[:8], 16) / 16**8 < self.batch_fault_rate
+            if self.invalid_marker and self.invalid_marker in prompt:
+                result = _batch_error("invalid_request_error", "prompt is not allowed")
+            elif chosen and attempt == 1:
+                result = (
+                    _batch_error("api_error", "injected batch error")
+                    if int(key[8:10], 16) % 2
+                    else {"type": "expired"}
+                )
+            else:
+                result = {"type": "succeeded", "message": self._reply(params, key, True)}
+                with self._lock:
+                    self.billed[key] = self.billed.get(key, 0) + 1
+            results.append({"custom_id": item["custom_id"], "result": result})
+        # Unordered, as the real API returns them.
+        random.Random(batch_id).shuffle(results)
+        batch = {"id": batch_id, "created": time.time(), "results": results}
+        with self._lock:
+            self.batches[batch_id] = batch
+        return 200, {}, self._batch_object(batch)
+
+    def _batch_ended(self, batch: dict) -> bool:
+        return time.time() >= batch["created"] + self.batch_delay_s
+
+    def _batch_object(self, batch: dict) -> dict:
+        ended = self._batch_ended(batch)
+        kinds = [r["result"]["type"] for r in batch["results"]]
+        counts = {k: (kinds.count(k) if ended else 0) for k in ("succeeded", "errored", "expired")}
+        counts["canceled"] = 0
+        counts["processing"] = 0 if ended else len(kinds)
+        stamp = "2026-11-21T00:00:00Z"
+        return {
+            "id": batch["id"],
+            "type": "message_batch",
+            "processing_status": "ended" if ended else "in_progress",
+            "request_counts": counts,
+            "created_at": stamp,
+            "expires_at": "2026-11-22T00:00:00Z",
+            "ended_at": stamp if ended else None,
+            "cancel_initiated_at": None,
+            "archived_at": None,
+            "results_url": (
+                f"{self.url}/v1/messages/batches/{batch['id']}/results" if ended else None
+            ),
+        }
 
 
 def reply_text(
@@ -226,6 +328,10 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+class _Jsonl(list):
+    """A reply sent as JSON lines (batch results) rather than one JSON document."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDKs' connection pools expect
     # Headers and body go out in separate writes; with Nagle on, delayed ACKs add ~40 ms to each.
@@ -239,11 +345,21 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             body = {"_unparsed": raw.decode("utf-8", "replace")}
+        self._send(body)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._send({})
+
+    def _send(self, body: dict) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, extra, reply = self.server_state.handle(self.path, headers, body)
-        data = json.dumps(reply).encode()
+        if isinstance(reply, _Jsonl):
+            data = "".join(json.dumps(row) + "\n" for row in reply).encode()
+        else:
+            data = json.dumps(reply).encode()
         self.send_response(status)
-        self.send_header("content-type", "application/json")
+        if "content-type" not in extra:
+            self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
         for k, v in extra.items():
             self.send_header(k, v)
@@ -270,6 +386,28 @@ def _prompt_and_system(body: dict, anthropic: bool) -> tuple[str, str]:
         else:
             prompt_parts.append(content)
     return "\n".join(prompt_parts), system
+
+
+def _cached_prefix(body: dict) -> str:
+    """The text of the user blocks up to the last `cache_control` breakpoint."""
+    text = ""
+    for m in body.get("messages", []):
+        content = m.get("content")
+        if not isinstance(content, list):
+            continue
+        seen = ""
+        for block in content:
+            seen += block.get("text", "")
+            if block.get("cache_control"):
+                text = seen
+    return text
+
+
+def _batch_error(kind: str, message: str) -> dict:
+    return {
+        "type": "errored",
+        "error": {"type": "error", "error": {"type": kind, "message": message}},
+    }
 
 
 def _error(anthropic: bool, status: int, message: str) -> dict:

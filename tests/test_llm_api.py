@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +16,7 @@ from omegaconf import OmegaConf
 
 from lmgcot.cli import CONFIG_DIR
 from lmgcot.errors import BackendError, ConfigError
-from lmgcot.llm.anthropic import AnthropicLargeLM
+from lmgcot.llm.anthropic import BATCH_DIR, AnthropicLargeLM
 from lmgcot.llm.base import GenerationParams
 from lmgcot.llm.cache import CallCache
 from lmgcot.llm.openai import OpenAILargeLM
@@ -103,18 +108,23 @@ def test_a_401_stops_with_the_api_message_and_no_key(backend, server):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_transient_faults_are_retried_by_the_sdk(backend, server):
+def test_transient_faults_are_retried_by_the_sdk(backend, server, tmp_path):
     server.transient_rate = 0.3
     server.retry_after_ms = 1
-    lm = make_lm(backend, server, max_concurrency=8, max_retries=2)
+    cache = CallCache(tmp_path / "calls.sqlite")
+    lm = make_lm(backend, server, cache=cache, max_concurrency=8, max_retries=2)
     prompts = [f"flaky prompt number {i}" for i in range(24)]
     results = lm.generate(prompts, GREEDY)
     assert texts(results) == [expected(backend, p) for p in prompts]
     faults = [r for r in server.requests if r.status != 200]
     assert faults, "the fault injection did not hit any request"
     assert {r.status for r in faults} <= {429, 500, 529}
-    assert len(server.ok_requests()) == len(prompts)
+    # Every prompt was answered once and stored once.
+    answered = [json.dumps(r.body, sort_keys=True) for r in server.ok_requests()]
+    assert len(answered) == len(set(answered)) == len(prompts)
+    assert len(cache) == len(prompts)
     assert lm.usage.calls == len(prompts)
+    lm.close()
 
 
 # -- anthropic ------------------------------------------------------------------------------
@@ -183,8 +193,9 @@ def test_a_missing_anthropic_key_fails_at_construction(monkeypatch, server, valu
 
 
 def test_concurrent_calls_are_faster_than_serial_ones(server):
+    # The figure itself is benchmarks/api_concurrency.py's; this bound only catches serialisation.
     server.latency_s = 0.1
-    prompts = [f"slow prompt {i}" for i in range(32)]
+    prompts = [f"slow prompt {i}" for i in range(64)]
     elapsed = {}
     for concurrency in (1, 16):
         server.reset()
@@ -267,3 +278,178 @@ def test_an_unreachable_server_is_a_backend_error():
     lm = AnthropicLargeLM("claude-test", base_url=url, max_retries=0, timeout_s=5)
     with pytest.raises(BackendError, match="APIConnectionError after 0 retries"):
         lm.generate(["hi"], GREEDY)
+
+
+# -- prompt caching -------------------------------------------------------------------------
+
+EXEMPLARS = "".join(f"Example {i}: a worked question and its answer.\n" for i in range(40))
+
+
+def test_a_long_shared_prefix_is_sent_with_a_cache_breakpoint(server):
+    prices = {"claude-test": {"input": 3.0, "output": 15.0}}
+    lm = make_lm("anthropic", server, max_concurrency=1, prompt_cache_min_tokens=50, prices=prices)
+    prompts = [f"{EXEMPLARS}Question: what is {i} times 3?" for i in range(4)]
+    results = lm.generate(prompts, GREEDY)
+    assert texts(results) == [expected("anthropic", p) for p in prompts]
+    for req, prompt in zip(server.requests, prompts):
+        blocks = req.body["messages"][0]["content"]
+        assert blocks[0] == {
+            "type": "text",
+            "text": EXEMPLARS,
+            "cache_control": {"type": "ephemeral"},
+        }
+        assert "cache_control" not in blocks[1]
+        assert "".join(b["text"] for b in blocks) == prompt
+    n_prefix = len(EXEMPLARS.split())
+    # Concurrency 1: the first call writes the prefix, the three after it read it.
+    assert lm.usage.cache_write_tokens == n_prefix
+    assert lm.usage.cache_read_tokens == 3 * n_prefix
+    assert lm.usage.by_stage["default"]["cache_read_tokens"] == 3 * n_prefix
+    # Writes at 1.25x and reads at 0.1x the input price (the defaults of a price entry).
+    u = lm.usage
+    cost = (u.input_tokens * 3 + u.output_tokens * 15 + n_prefix * 3.75 + 3 * n_prefix * 0.3) / 1e6
+    assert lm.cost_usd == pytest.approx(cost)
+
+
+def test_short_or_unshared_prompts_are_sent_as_plain_text(server):
+    lm = make_lm("anthropic", server, prompt_cache_min_tokens=50)
+    lm.generate(
+        [f"{EXEMPLARS}Question {i}" for i in range(2)][:1], GREEDY
+    )  # one prompt: nothing shared
+    lm.generate([f"short shared\nQuestion {i}" for i in range(3)], GREEDY)  # shared, too short
+    off = make_lm("anthropic", server, prompt_caching=False, prompt_cache_min_tokens=50)
+    off.generate([f"{EXEMPLARS}Question {i}" for i in range(3)], GREEDY)
+    assert all(isinstance(r.body["messages"][0]["content"], str) for r in server.requests)
+    assert lm.usage.cache_read_tokens == lm.usage.cache_write_tokens == 0
+
+
+# -- Message Batches ------------------------------------------------------------------------
+
+
+def batch_lm(server, cache, **kw):
+    lm = make_lm(
+        "anthropic", server, cache=cache, batch_stages=["teacher"], batch_poll_s=0.02, **kw
+    )
+    lm.set_stage("teacher")
+    return lm
+
+
+def batch_paths(server) -> list[str]:
+    return [r.path for r in server.requests if r.path.startswith("/v1/messages/batches")]
+
+
+def test_a_batch_stage_sends_one_batch_and_matches_unordered_results(server, tmp_path):
+    prices = {"claude-test": {"input": 3.0, "output": 15.0}}
+    cache = CallCache(tmp_path / "calls.sqlite")
+    lm = batch_lm(server, cache, prices=prices)
+    prompts = [f"bulk question {i}" for i in range(20)]
+    results = lm.generate(prompts, GREEDY)
+    assert texts(results) == [expected("anthropic", p) for p in prompts]
+    assert len(server.batches) == 1
+    assert not any(r.path == "/v1/messages" for r in server.requests)
+    [batch] = server.batches.values()
+    [create] = [r for r in server.requests if r.path == "/v1/messages/batches"]
+    sent = [item["custom_id"] for item in create.body["requests"]]
+    returned = [row["custom_id"] for row in batch["results"]]
+    assert sorted(sent) == sorted(returned) and sent != returned  # came back in another order
+    assert lm.usage.calls == 20 and len(cache) == 20
+    # Half price, and the record of the batch is gone once its results are stored.
+    full = (lm.usage.input_tokens * 3 + lm.usage.output_tokens * 15) / 1e6
+    assert lm.cost_usd == pytest.approx(0.5 * full)
+    assert list((tmp_path / BATCH_DIR).glob("*.json")) == []
+    # Another stage is not batched; a second identical run makes no request at all.
+    server.reset()
+    again = lm.generate(prompts, GREEDY)
+    assert texts(again) == texts(results) and server.requests == []
+    lm.set_stage("evaluate")
+    lm.generate(["not a bulk question"], GREEDY)
+    assert [r.path for r in server.requests] == ["/v1/messages"]
+    lm.close()
+
+
+def test_failed_batch_requests_are_sent_again_and_paid_once(server, tmp_path):
+    server.batch_fault_rate = 0.3
+    cache = CallCache(tmp_path / "calls.sqlite")
+    lm = batch_lm(server, cache)
+    prompts = [f"sometimes failing question {i}" for i in range(30)]
+    results = lm.generate(prompts, GREEDY)
+    assert texts(results) == [expected("anthropic", p) for p in prompts]
+    assert len(server.batches) == 2  # the first, then one with the errored and expired requests
+    second = list(server.batches.values())[1]
+    assert 0 < len(second["results"]) < len(prompts)
+    assert sorted(server.billed.values()) == [1] * len(prompts)
+    assert len(cache) == len(prompts)
+    lm.close()
+
+
+def test_an_invalid_batch_request_stops_the_run_but_keeps_the_paid_results(server, tmp_path):
+    server.invalid_marker = "FORBIDDEN"
+    cache = CallCache(tmp_path / "calls.sqlite")
+    lm = batch_lm(server, cache)
+    prompts = [f"question {i}" for i in range(6)] + ["a FORBIDDEN question"]
+    with pytest.raises(BackendError, match="invalid_request_error: prompt is not allowed") as info:
+        lm.generate(prompts, GREEDY)
+    assert "\n" not in str(info.value)
+    assert len(server.batches) == 1  # not retried: it cannot succeed
+    server.reset()
+    lm.generate(prompts[:6], GREEDY)
+    assert server.requests == []  # the six good answers were stored before stopping
+    lm.close()
+
+
+CHILD = """
+import sys
+from lmgcot.llm.anthropic import AnthropicLargeLM
+from lmgcot.llm.base import GenerationParams
+from lmgcot.llm.cache import CallCache
+url, cache_path = sys.argv[1:3]
+lm = AnthropicLargeLM("claude-test", cache=CallCache(cache_path), base_url=url,
+                      batch_stages=["teacher"], batch_poll_s=0.05)
+lm.set_stage("teacher")
+lm.generate([f"long job question {i}" for i in range(25)], GenerationParams(max_new_tokens=16))
+"""
+
+
+def test_a_batch_run_killed_while_waiting_resumes_the_recorded_batch(server, tmp_path):
+    server.batch_delay_s = 3600  # the batch will not end while the first process waits
+    cache_path = tmp_path / "calls.sqlite"
+    env = {**os.environ, "ANTHROPIC_API_KEY": KEY}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, server.url, str(cache_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    records: list[Path] = []
+    while not records and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        records = list((tmp_path / BATCH_DIR).glob("*.json"))
+    assert records, f"no batch was recorded: {proc.stderr.read().decode() if proc.stderr else ''}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert len(server.batches) == 1 and server.billed  # submitted (and paid) before the kill
+    server.batch_delay_s = 0.0  # the batch ends now
+    lm = batch_lm(server, CallCache(cache_path))
+    prompts = [f"long job question {i}" for i in range(25)]
+    results = lm.generate(prompts, GREEDY)
+    assert texts(results) == [expected("anthropic", p) for p in prompts]
+    assert len(server.batches) == 1  # polled the recorded batch, created none
+    assert sorted(server.billed.values()) == [1] * len(prompts)
+    assert list((tmp_path / BATCH_DIR).glob("*.json")) == []
+    lm.close()
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"batch_stages": ["refine"]}, "refine cannot use Message Batches"),
+        ({"batch_max_requests": 0}, "batch_max_requests"),
+        ({"batch_discount": 2}, "batch_discount"),
+        ({"api_key": KEY}, "keys are read from the environment"),
+    ],
+)
+def test_bad_batch_settings_and_a_key_in_the_config_are_config_errors(server, setting, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        make_lm("anthropic", server, **setting)
+    assert KEY not in str(info.value)

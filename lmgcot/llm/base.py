@@ -44,9 +44,11 @@ class Request:
 @dataclass(frozen=True)
 class Completion:
     text: str
-    input_tokens: int = 0
+    input_tokens: int = 0  # uncached input; prompt-cache reads and writes are counted apart
     output_tokens: int = 0
-    cached: bool = False
+    cached: bool = False  # served from the call cache (no call made)
+    cache_read_tokens: int = 0  # input read from the API's prompt cache
+    cache_write_tokens: int = 0  # input written to the API's prompt cache
 
 
 @dataclass
@@ -57,12 +59,53 @@ class Usage:
     cache_hits: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_usd: float | None = None
     seconds: float = 0.0
     by_stage: dict[str, dict] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def stage(self, name: str) -> dict:
+        """The counters of one stage (created empty on first use)."""
+        return self.by_stage.setdefault(name, {k: 0 for k in STAGE_COUNTERS} | {"seconds": 0.0})
+
+    def add(self, stage: str, **counts: float) -> None:
+        """Add to the totals and to one stage's counters."""
+        entry = self.stage(stage)
+        for k, v in counts.items():
+            setattr(self, k, getattr(self, k) + v)
+            entry[k] = entry.get(k, 0) + v
+
+
+STAGE_COUNTERS = (
+    "calls",
+    "cache_hits",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+)
+
+
+def stage_summary(stage: str, counts: dict) -> str:
+    """One line for the log: what a stage's large-LM calls took."""
+    parts = [
+        f"{counts.get('calls', 0)} calls",
+        f"{counts.get('cache_hits', 0)} cache hits",
+        f"{counts.get('input_tokens', 0)} in / {counts.get('output_tokens', 0)} out tokens",
+    ]
+    if counts.get("cache_read_tokens") or counts.get("cache_write_tokens"):
+        parts.append(
+            f"prompt cache {counts.get('cache_read_tokens', 0)} read / "
+            f"{counts.get('cache_write_tokens', 0)} written"
+        )
+    parts.append(f"{counts.get('seconds', 0.0):.1f} s")
+    if counts.get("cost_usd") is not None:
+        parts.append(f"${counts['cost_usd']:.4f}")
+    return f"large LM [{stage}]: " + ", ".join(parts)
 
 
 class LargeLM(ABC):
@@ -106,47 +149,52 @@ class LargeLM(ABC):
             else:
                 waiting.setdefault(key, []).append(i)
         missing = [idxs[0] for idxs in waiting.values()]
-        stage = self.usage.by_stage.setdefault(
-            self._stage,
-            {"calls": 0, "cache_hits": 0, "input_tokens": 0, "output_tokens": 0, "seconds": 0.0},
-        )
-        hits = len(requests) - len(missing)
-        self.usage.cache_hits += hits
-        stage["cache_hits"] += hits
+        stage = self._stage
+        self.usage.add(stage, cache_hits=len(requests) - len(missing))
         bar = tqdm(
             total=len(missing),
-            desc=f"large LM {self._stage}",
+            desc=f"large LM {stage}",
             unit="call",
             disable=len(missing) <= self.batch_size,
             mininterval=2.0,
         )
-        for start in range(0, len(missing), self.batch_size):
-            chunk = missing[start : start + self.batch_size]
+        step = self._chunk_size()
+        for start in range(0, len(missing), step):
+            chunk = missing[start : start + step]
             t0 = time.perf_counter()
-            fresh = self._complete([requests[i] for i in chunk])
+            fresh = self._complete_and_store([requests[i] for i in chunk], [keys[i] for i in chunk])
             elapsed = time.perf_counter() - t0
-            if len(fresh) != len(chunk):
-                raise RuntimeError(
-                    f"{type(self).__name__} returned {len(fresh)} completions for {len(chunk)}"
-                )
-            if self.cache is not None:
-                self.cache.put_many([(keys[i], _cache_value(c)) for i, c in zip(chunk, fresh)])
             for i, c in zip(chunk, fresh):
-                repeats = waiting[keys[i]]
                 results[i] = c
-                for j in repeats[1:]:
+                for j in waiting[keys[i]][1:]:
                     results[j] = Completion(c.text, c.input_tokens, c.output_tokens, True)
-                self.usage.input_tokens += c.input_tokens
-                self.usage.output_tokens += c.output_tokens
-                stage["input_tokens"] += c.input_tokens
-                stage["output_tokens"] += c.output_tokens
-            self.usage.calls += len(chunk)
-            self.usage.seconds += elapsed
-            stage["calls"] += len(chunk)
-            stage["seconds"] += elapsed
+            self.usage.add(
+                stage,
+                calls=len(chunk),
+                seconds=elapsed,
+                input_tokens=sum(c.input_tokens for c in fresh),
+                output_tokens=sum(c.output_tokens for c in fresh),
+                cache_read_tokens=sum(c.cache_read_tokens for c in fresh),
+                cache_write_tokens=sum(c.cache_write_tokens for c in fresh),
+            )
             bar.update(len(chunk))
         bar.close()
         return results  # type: ignore[return-value]
+
+    def _chunk_size(self) -> int:
+        """Cache misses sent to `_complete_and_store` at once (and lost at most if it fails)."""
+        return self.batch_size
+
+    def _complete_and_store(self, requests: list[Request], keys: list[str]) -> list[Completion]:
+        """Complete requests that missed the cache and store them under `keys`, in one commit."""
+        fresh = self._complete(requests)
+        if len(fresh) != len(requests):
+            raise RuntimeError(
+                f"{type(self).__name__} returned {len(fresh)} completions for {len(requests)}"
+            )
+        if self.cache is not None:
+            self.cache.put_many([(k, _cache_value(c)) for k, c in zip(keys, fresh)])
+        return fresh
 
     def _key(self, request: Request) -> str:
         return cache_key(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from lmgcot.errors import BackendError, ConfigError
@@ -32,6 +32,8 @@ class ApiLargeLM(LargeLM):
 
     # The SDK's base exception class(es); anything else is a bug and propagates unchanged.
     _api_errors: tuple[type[BaseException], ...] = ()
+    # The environment variable the key is read from (the only place it is read from).
+    api_key_env: str = ""
 
     def __init__(
         self,
@@ -44,7 +46,13 @@ class ApiLargeLM(LargeLM):
         max_retries: int = 2,
         base_url: str | None = None,
         prices: Mapping[str, Mapping[str, float]] | None = None,
+        api_key: Any = None,
     ):
+        if api_key is not None:
+            raise ConfigError(
+                f"large_lm.api_key: keys are read from the environment ({self.api_key_env}) "
+                "only; remove it from the config"
+            )
         super().__init__(model, cache=cache, batch_size=int(batch_size))
         if int(batch_size) < 1:
             raise ConfigError(f"large_lm.batch_size={batch_size}: expected >= 1")
@@ -60,10 +68,7 @@ class ApiLargeLM(LargeLM):
         self.max_retries = int(max_retries)
         self.base_url = base_url or None
         self.prices = _read_prices(prices)
-        price = self.prices.get(model)
-        self._price: tuple[float, float] | None = (
-            (price["input"], price["output"]) if price else None
-        )
+        self._price: dict[str, float] | None = self.prices.get(model)
         # Zero rather than None for a priced model: a fully cached run really cost nothing.
         self.usage.cost_usd = 0.0 if self._price else None
 
@@ -88,15 +93,25 @@ class ApiLargeLM(LargeLM):
         self._account_cost(completions)
         return completions
 
-    def _account_cost(self, completions: Sequence[Completion]) -> None:
+    def _account_cost(self, completions: Sequence[Completion], discount: float = 1.0) -> None:
+        """Add the price of fresh completions (times `discount`, e.g. a batch API's) to cost_usd."""
         if self._price is None:
             return
-        per_in, per_out = self._price
-        cost = sum(c.input_tokens * per_in + c.output_tokens * per_out for c in completions) / 1e6
+        p = self._price
+        cost = (
+            discount
+            * sum(
+                c.input_tokens * p["input"]
+                + c.output_tokens * p["output"]
+                + c.cache_read_tokens * p["cache_read"]
+                + c.cache_write_tokens * p["cache_write"]
+                for c in completions
+            )
+            / 1e6
+        )
         self.usage.cost_usd = (self.usage.cost_usd or 0.0) + cost
-        stage = self.usage.by_stage.get(self._stage)
-        if stage is not None:
-            stage["cost_usd"] = stage.get("cost_usd", 0.0) + cost
+        stage = self.usage.stage(self._stage)
+        stage["cost_usd"] = stage.get("cost_usd", 0.0) + cost
 
     @abstractmethod
     def _make_client(self) -> Any:
@@ -134,13 +149,18 @@ def run_bounded(
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
 
+    return run_async(main())
+
+
+def run_async(coro: Coroutine[Any, Any, R]) -> R:
+    """Run a coroutine to completion from synchronous code."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(main())
+        return asyncio.run(coro)
     # Called from inside a running loop (a notebook): asyncio.run needs a thread of its own.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, main()).result()
+        return pool.submit(asyncio.run, coro).result()
 
 
 def api_error(backend: str, model: str, err: BaseException, max_retries: int) -> BackendError:
@@ -178,15 +198,28 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+# Prompt-cache prices relative to the input price when a table gives none (Anthropic's 5-minute
+# cache: writes cost 1.25x, reads 0.1x).
+CACHE_WRITE_FACTOR = 1.25
+CACHE_READ_FACTOR = 0.1
+
+
 def _read_prices(prices: Mapping | None) -> dict[str, dict[str, float]]:
-    """{model: {"input": USD per MTok, "output": USD per MTok}}, checked (a DictConfig works too)."""
+    """{model: {input, output, cache_read, cache_write}} in USD per million tokens, checked (a
+    DictConfig works too); the cache prices default to fixed multiples of the input price."""
     out: dict[str, dict[str, float]] = {}
     for model, entry in (prices or {}).items():
         try:
-            out[str(model)] = {"input": float(entry["input"]), "output": float(entry["output"])}
-        except (KeyError, TypeError, ValueError):
+            price = {"input": float(entry["input"]), "output": float(entry["output"])}
+            price["cache_read"] = float(entry.get("cache_read", price["input"] * CACHE_READ_FACTOR))
+            price["cache_write"] = float(
+                entry.get("cache_write", price["input"] * CACHE_WRITE_FACTOR)
+            )
+            out[str(model)] = price
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise ConfigError(
                 f"large_lm.prices.{model}: expected {{input: USD per MTok, output: USD per MTok}}"
+                " (cache_read, cache_write optional)"
             ) from None
         if min(out[str(model)].values()) < 0:
             raise ConfigError(f"large_lm.prices.{model}: prices must be >= 0")

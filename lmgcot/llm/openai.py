@@ -29,6 +29,7 @@ class OpenAILargeLM(ApiLargeLM):
     """A chat model behind an OpenAI-compatible endpoint, via the official `openai` SDK."""
 
     backend = "openai"
+    api_key_env = API_KEY_ENV
     _api_errors = (openai.APIError,)
 
     def __init__(self, model: str, base_url: str | None = None, **kwargs: Any):
