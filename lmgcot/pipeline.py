@@ -42,7 +42,7 @@ from lmgcot.distill.teacher import (
 )
 from lmgcot.errors import ConfigError, LmgcotError
 from lmgcot.eval import methods as M
-from lmgcot.llm.base import LargeLM
+from lmgcot.llm.base import LargeLM, stage_summary
 from lmgcot.llm.cache import CallCache
 from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards.judge import ASPECT_NAMES, build_judge_prompt
@@ -60,6 +60,7 @@ from lmgcot.utils.io import (
     write_json,
     write_jsonl,
 )
+from lmgcot.utils.secrets import redact, redact_logs, redact_yaml_files
 
 log = logging.getLogger("lmgcot")
 # Lightning's start-up tips and transformers' per-file progress bars drown the run's own progress.
@@ -83,6 +84,9 @@ def run(cfg: DictConfig) -> dict:
     transformers.utils.logging.disable_progress_bar()
     huggingface_hub.utils.disable_progress_bars()
     transformers.utils.logging.set_verbosity_error()
+    # Before anything can fail: a key that reached the config must not stay in the saved copy.
+    redact_logs()
+    redact_yaml_files(Path(cfg.paths.run_dir) / ".hydra")
     stages = _check_stages(cfg)
     _check_settings(cfg)
     run_dir = Path(cfg.paths.run_dir)
@@ -111,6 +115,9 @@ def run(cfg: DictConfig) -> dict:
             large_lm.set_stage(stage)
             STAGE_FUNCS[stage](ctx)
             ctx.timings[stage] = round(time.perf_counter() - t0, 2)
+            counts = large_lm.usage.by_stage.get(stage)
+            if counts and (counts["calls"] or counts["cache_hits"]):
+                log.info(stage_summary(stage, counts))
         results = ctx.results()
         write_json(run_dir / RESULTS_FILE, results)
         for lg in loggers:
@@ -921,7 +928,7 @@ def _flat_metrics(results: dict) -> dict[str, float]:
 
 
 def _loggable_config(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return redact(OmegaConf.to_container(cfg, resolve=True))
 
 
 def _finish_wandb(loggers: list) -> None:
