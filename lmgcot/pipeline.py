@@ -61,6 +61,7 @@ from lmgcot.utils.io import (
     write_jsonl,
 )
 from lmgcot.utils.secrets import redact, redact_logs, redact_yaml_files
+from lmgcot.utils.store import fetch, file_lock, publish
 
 log = logging.getLogger("lmgcot")
 # Lightning's start-up tips and transformers' per-file progress bars drown the run's own progress.
@@ -113,7 +114,7 @@ def run(cfg: DictConfig) -> dict:
         for stage in stages:
             t0 = time.perf_counter()
             large_lm.set_stage(stage)
-            STAGE_FUNCS[stage](ctx)
+            _run_stage(ctx, stage)
             ctx.timings[stage] = round(time.perf_counter() - t0, 2)
             counts = large_lm.usage.by_stage.get(stage)
             if counts and (counts["calls"] or counts["cache_hits"]):
@@ -184,7 +185,7 @@ def stage_teacher(ctx: RunContext) -> None:
     """CoT rationales from the large LM for the train and val splits (train -> fit, val -> val/loss)."""
     t = ctx.cfg.teacher
     out_dir = ctx.run_dir / "teacher"
-    fp = fingerprint(ctx.cfg, "dataset", "large_lm", "prompt", "teacher")
+    fp = _teacher_fingerprint(ctx.cfg)
     if _reusable(out_dir, fp, ctx.cfg.force):
         ctx.teacher = read_json(out_dir / "stats.json")
         log.info("teacher: reusing %s", out_dir)
@@ -628,6 +629,40 @@ STAGE_FUNCS: dict[str, Callable[[RunContext], None]] = {
     "evaluate": stage_evaluate,
 }
 
+# Stages whose finished artifacts go to the shared store (paths.artifact_dir), by fingerprint.
+SHARED_STAGES: dict[str, Callable[[DictConfig], str]] = {
+    "teacher": lambda cfg: _teacher_fingerprint(cfg),
+    "distill": lambda cfg: _distill_fingerprint(cfg),
+    "refine": lambda cfg: _refine_fingerprint(cfg),
+}
+# A run's own resumable state, not part of the artifact.
+NOT_SHARED = ("checkpoints",)
+
+
+def _run_stage(ctx: RunContext, stage: str) -> None:
+    """Run a stage, taking its artifact from the shared store when another run already made it,
+    and putting it there when this run makes it."""
+    cfg = ctx.cfg
+    store = cfg.paths.get("artifact_dir")
+    fp_of = SHARED_STAGES.get(stage)
+    if fp_of is None or not store or cfg.force or not cfg.get("share_artifacts", True):
+        STAGE_FUNCS[stage](ctx)
+        return
+    fp = fp_of(cfg)
+    local = ctx.run_dir / stage
+    if _reusable(local, fp, False):
+        STAGE_FUNCS[stage](ctx)
+        return
+    shared = Path(store) / stage / fp
+    # Jobs wanting the same artifact wait here for the one making it.
+    with file_lock(shared.parent / f"{fp}.lock"):
+        if _is_done(shared) and _meta(shared).get("fingerprint") == fp:
+            fetch(shared, local)
+            log.info("%s: reusing the shared artifact %s", stage, shared)
+        STAGE_FUNCS[stage](ctx)
+        if not _is_done(shared) and _reusable(local, fp, False):
+            publish(local, shared, skip=NOT_SHARED)
+
 
 def _method_settings(method: str, e: DictConfig) -> str:
     """The evaluation settings that change a method's predictions (its artifact fingerprint)."""
@@ -757,7 +792,25 @@ def _load_student(ctx: RunContext, stage: str) -> Student:
 
 
 # Settings that change how a stage reports, not what it produces.
-COSMETIC = {"trainer": ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")}
+COSMETIC = {
+    "trainer": ("enable_progress_bar", "enable_model_summary", "log_every_n_steps"),
+    # How calls are sent, not what comes back (the call cache's key ignores them too).
+    "large_lm": (
+        "batch_size",
+        "max_concurrency",
+        "timeout_s",
+        "max_retries",
+        "base_url",
+        "prices",
+        "prompt_caching",
+        "prompt_cache_min_tokens",
+        "batch_stages",
+        "batch_poll_s",
+        "batch_max_requests",
+        "batch_retries",
+        "batch_discount",
+    ),
+}
 
 
 DISTILL_KEYS = ("dataset", "large_lm", "prompt", "teacher", "student", "distill", "trainer", "seed")
@@ -765,6 +818,10 @@ DISTILL_KEYS = ("dataset", "large_lm", "prompt", "teacher", "student", "distill"
 
 def _distill_fingerprint(cfg: DictConfig) -> str:
     return fingerprint(cfg, *DISTILL_KEYS)
+
+
+def _teacher_fingerprint(cfg: DictConfig) -> str:
+    return fingerprint(cfg, "dataset", "large_lm", "prompt", "teacher")
 
 
 def _refine_fingerprint(cfg: DictConfig) -> str:

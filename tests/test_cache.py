@@ -313,3 +313,87 @@ def test_identical_requests_in_one_call_are_served_once(tmp_path):
     assert [o[0].text for o in out][:2] == [out[0][0].text] * 2
     assert lm.usage.calls == 2 and lm.usage.cache_hits == 2
     assert lm.served == 2
+
+
+# Completes prompts [lo, hi) through a slow backend after a shared start signal; prints its fresh calls.
+_SLOW_JOB = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, {root!r})
+    sys.path.insert(0, {tests!r})
+    from test_cache import EchoLM
+    from lmgcot.llm.base import GenerationParams
+    from lmgcot.llm.cache import CallCache
+
+    class SlowLM(EchoLM):
+        def _complete(self, requests):
+            time.sleep(0.05)
+            return super()._complete(requests)
+
+    while not os.path.exists({go!r}):
+        time.sleep(0.001)
+    lo, hi = int(sys.argv[1]), int(sys.argv[2])
+    lm = SlowLM("echo-model", cache=CallCache({path!r}), batch_size=10)
+    prompts = [f"prompt {{i}}" for i in range(lo, hi)]
+    out = lm.generate(prompts, GenerationParams())
+    assert [c[0].text.split(" | ")[0] for c in out] == prompts
+    print(lm.usage.calls, lm.usage.cache_hits)
+    """
+)
+
+
+def test_parallel_jobs_wait_for_each_others_calls_instead_of_paying_twice(tmp_path, cache_path):
+    go = tmp_path / "go"
+    script = _SLOW_JOB.format(
+        root=str(REPO_ROOT), tests=str(REPO_ROOT / "tests"), path=str(cache_path), go=str(go)
+    )
+    ranges = [(0, 120), (60, 180), (0, 180)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(lo), str(hi)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for lo, hi in ranges
+    ]
+    time.sleep(0.3)
+    go.touch()
+    calls = []
+    for proc, (lo, hi) in zip(procs, ranges):
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        made, hits = map(int, out.split())
+        assert made + hits == hi - lo
+        calls.append(made)
+    # 180 distinct prompts, each paid for by exactly one of the three jobs.
+    assert sum(calls) == 180
+    assert len(CallCache(cache_path)) == 180
+
+
+def test_a_claim_left_by_a_dead_process_is_taken_over(tmp_path, cache_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    first = CallCache(cache_path)
+    lm = EchoLM("echo-model", cache=first)
+    key = lm._key(Request("orphan", GenerationParams()))
+    with sqlite3.connect(str(cache_path)) as conn:
+        conn.execute(
+            "INSERT INTO claims VALUES (?, ?, ?, ?, ?)",
+            (key, "gone", first.host, dead.pid, time.time()),
+        )
+    t0 = time.perf_counter()
+    [[c]] = lm.generate(["orphan"], GenerationParams())
+    assert time.perf_counter() - t0 < 5 and lm.served == 1 and c.text.startswith("orphan")
+    # A live process's claim is waited for until claim_timeout_s, then taken over too.
+    patient = CallCache(cache_path, claim_timeout_s=0.5)
+    lm2 = EchoLM("echo-model", cache=patient)
+    key2 = lm2._key(Request("held", GenerationParams()))
+    with sqlite3.connect(str(cache_path)) as conn:
+        conn.execute(
+            "INSERT INTO claims VALUES (?, ?, ?, ?, ?)",
+            (key2, "busy", patient.host, os.getppid(), time.time()),
+        )
+    t0 = time.perf_counter()
+    lm2.generate(["held"], GenerationParams())
+    assert 0.4 < time.perf_counter() - t0 < 10 and lm2.served == 1

@@ -108,11 +108,12 @@ def test_wandb_logs_offline_into_the_run_directory_and_finishes(
 def test_two_runs_in_one_process_get_two_wandb_runs(compose_cfg, tmp_path, no_wandb_credentials):
     import wandb
 
-    # Like two jobs of a Hydra multirun: same process, separate run directories.
+    # Like two jobs of a Hydra multirun: same process, separate run directories (each trains: the
+    # second does not take the first one's student from the store).
     first, second = tmp_path / "job0", tmp_path / "job1"
-    run(compose_cfg("logger=wandb", *QUICK, run_dir=first))
+    run(compose_cfg("logger=wandb", *QUICK, "share_artifacts=false", run_dir=first))
     assert wandb.run is None
-    run(compose_cfg("logger=wandb", *QUICK, run_dir=second))
+    run(compose_cfg("logger=wandb", *QUICK, "share_artifacts=false", run_dir=second))
     assert wandb.run is None
     a = _offline_run(first)
     b = _offline_run(second)

@@ -42,9 +42,9 @@ def test_offline_default_runs_end_to_end_and_writes_results(compose_cfg, tmp_pat
 
 
 def test_second_run_pays_for_no_call_and_reuses_stages(compose_cfg, tmp_path):
-    first = run(compose_cfg())
-    # A new run directory: every large-LM call is answered by the shared cache.
-    again = run(compose_cfg(run_dir=tmp_path / "run2"))
+    first = run(compose_cfg("share_artifacts=false"))
+    # A new run directory that recomputes every stage: every large-LM call is answered by the cache.
+    again = run(compose_cfg("share_artifacts=false", run_dir=tmp_path / "run2"))
     assert again["llm"]["calls"] == 0
     assert again["llm"]["cache_hits"] == first["llm"]["calls"] + first["llm"]["cache_hits"]
     assert again["methods"] == first["methods"]

@@ -159,10 +159,42 @@ class LargeLM(ABC):
             mininterval=2.0,
         )
         step = self._chunk_size()
-        for start in range(0, len(missing), step):
-            chunk = missing[start : start + step]
+        todo = list(missing)
+        # Calls another process (a parallel job on the same cache) is making: waited for, not paid.
+        elsewhere: list[int] = []
+        while todo or elsewhere:
+            if not todo:
+                found = self._await_others([keys[i] for i in elsewhere])
+                for i in elsewhere:
+                    hit = found.get(keys[i])
+                    if hit is not None:
+                        for j in waiting[keys[i]]:
+                            results[j] = Completion(
+                                hit["text"], hit["input_tokens"], hit["output_tokens"], True
+                            )
+                self.usage.add(stage, cache_hits=sum(keys[i] in found for i in elsewhere))
+                bar.update(sum(keys[i] in found for i in elsewhere))
+                # What no one holds any more (its process died or gave up) is ours to make.
+                todo = [i for i in elsewhere if keys[i] not in found]
+                elsewhere = []
+                continue
+            chunk, todo = todo[:step], todo[step:]
+            if self.cache is not None:
+                mine, _ = self.cache.claim([keys[i] for i in chunk])
+                owned = set(mine)
+                # Claimed by another process, or stored by one since the lookup above.
+                elsewhere += [i for i in chunk if keys[i] not in owned]
+                chunk = [i for i in chunk if keys[i] in owned]
+                if not chunk:
+                    continue
             t0 = time.perf_counter()
-            fresh = self._complete_and_store([requests[i] for i in chunk], [keys[i] for i in chunk])
+            try:
+                fresh = self._complete_and_store(
+                    [requests[i] for i in chunk], [keys[i] for i in chunk]
+                )
+            finally:
+                if self.cache is not None:
+                    self.cache.release([keys[i] for i in chunk])
             elapsed = time.perf_counter() - t0
             for i, c in zip(chunk, fresh):
                 results[i] = c
@@ -180,6 +212,22 @@ class LargeLM(ABC):
             bar.update(len(chunk))
         bar.close()
         return results  # type: ignore[return-value]
+
+    def _await_others(self, keys: list[str], poll_s: float = 0.2) -> dict[str, dict]:
+        """Wait until every key is stored or no longer claimed by another process; the stored ones."""
+        assert self.cache is not None
+        while True:
+            found = self.cache.get_many(keys)
+            left = [k for k in keys if k not in found]
+            if not left:
+                return found
+            mine, theirs = self.cache.claim(left)
+            # Claimed just now by us: ours to compute (release so the caller can claim them again).
+            self.cache.release(mine)
+            if not theirs:
+                found.update(self.cache.get_many(left))
+                return found
+            time.sleep(poll_s)
 
     def _chunk_size(self) -> int:
         """Cache misses sent to `_complete_and_store` at once (and lost at most if it fails)."""

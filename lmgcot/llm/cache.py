@@ -4,15 +4,23 @@ A key covers backend, model, full prompt, every generation parameter and the sam
 re-run (or another run of a sweep) never pays for the same call twice and temperature > 0 samples
 stay distinct. Each batch of results is committed in one transaction: a killed process loses at
 most the batch in flight and never leaves a corrupt file.
+
+Processes sharing the file (the jobs of a sweep) also share the work in flight: before computing
+calls, a process claims their keys (`claim`); keys another live process has claimed are waited for
+rather than paid for twice. A claim ends when its result is stored or it is released; the claim of a
+process that died is taken over (at once on the same host, after `claim_timeout_s` from another).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -24,8 +32,11 @@ def cache_key(**parts) -> str:
 
 
 class CallCache:
-    def __init__(self, path: str | Path, timeout_s: float = 60.0):
+    def __init__(self, path: str | Path, timeout_s: float = 60.0, claim_timeout_s: float = 3600.0):
         self.path = Path(path)
+        self.claim_timeout_s = float(claim_timeout_s)
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(
@@ -45,6 +56,10 @@ class CallCache:
                 self._conn.execute(
                     "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
                     " created REAL DEFAULT (julianday('now')))"
+                )
+                self._conn.execute(
+                    "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL,"
+                    " host TEXT NOT NULL, pid INTEGER NOT NULL, at REAL NOT NULL)"
                 )
                 return
             except sqlite3.OperationalError as err:
@@ -81,10 +96,79 @@ class CallCache:
                 self._conn.executemany(
                     "INSERT OR IGNORE INTO calls (key, value) VALUES (?, ?)", rows
                 )
+                self._conn.executemany("DELETE FROM claims WHERE key = ?", [(k,) for k, _ in rows])
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+
+    def claim(self, keys: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Claim keys for computing: (claimed now by this cache, being computed by another live
+        process). Keys whose result is already stored are in neither list."""
+        mine: list[str] = []
+        theirs: list[str] = []
+        now = time.time()
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(keys), 500):
+                    chunk = list(keys[start : start + 500])
+                    marks = ",".join("?" * len(chunk))
+                    done = {
+                        k
+                        for (k,) in self._conn.execute(
+                            f"SELECT key FROM calls WHERE key IN ({marks})", chunk
+                        )
+                    }
+                    held = {
+                        k: (owner, host, pid, at)
+                        for k, owner, host, pid, at in self._conn.execute(
+                            f"SELECT key, owner, host, pid, at FROM claims WHERE key IN ({marks})",
+                            chunk,
+                        )
+                    }
+                    take = []
+                    for k in chunk:
+                        if k in done:
+                            continue
+                        claim = held.get(k)
+                        if claim is None or claim[0] == self.owner or self._stale(*claim[1:], now):
+                            take.append(k)
+                        else:
+                            theirs.append(k)
+                    self._conn.executemany(
+                        "INSERT OR REPLACE INTO claims (key, owner, host, pid, at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        [(k, self.owner, self.host, os.getpid(), now) for k in take],
+                    )
+                    mine.extend(take)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return mine, theirs
+
+    def release(self, keys: Sequence[str]) -> None:
+        """Give up this cache's claims on keys (their calls failed or were abandoned)."""
+        if not keys:
+            return
+        with self._lock:
+            self._conn.executemany(
+                "DELETE FROM claims WHERE key = ? AND owner = ?", [(k, self.owner) for k in keys]
+            )
+
+    def _stale(self, host: str, pid: int, at: float, now: float) -> bool:
+        if host == self.host:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True  # the claiming process died
+            except PermissionError:
+                pass
+            else:
+                if pid == os.getpid():
+                    return False  # another cache object of this process: it is working on it
+        return now - at > self.claim_timeout_s
 
     def __len__(self) -> int:
         with self._lock:
