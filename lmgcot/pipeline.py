@@ -285,6 +285,8 @@ def stage_distill(ctx: RunContext) -> None:
         default_root_dir=str(out_dir),
         limit_val_batches=1.0 if has_val else 0,
         num_sanity_val_steps=0,
+        # The datamodule shards its own length-grouped batches across processes.
+        use_distributed_sampler=False,
     )
     t0 = time.perf_counter()
     if resume.exists():
@@ -298,12 +300,24 @@ def stage_distill(ctx: RunContext) -> None:
     student.model.save_pretrained(tmp)
     student.tokenizer.save_pretrained(tmp)
     replace_dir(tmp, out_dir / "student")
+    steps, epochs, best_loss = (
+        trainer.global_step,
+        trainer.current_epoch,
+        checkpoint.best_model_score,
+    )
+    if not steps and resume.exists():
+        # A spawning strategy trained in worker processes: their progress is in the checkpoint.
+        saved = torch.load(resume, map_location="cpu", weights_only=False)
+        steps, epochs = saved.get("global_step", 0), saved.get("epoch", 0)
+        best_loss = next(
+            (c.get("best_model_score") for c in saved.get("callbacks", {}).values()), None
+        )
     summary = {
         "train_pairs": len(pairs["train"]),
         "val_pairs": len(pairs["val"]),
-        "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        "best_val_loss": _float(checkpoint.best_model_score),
+        "steps": int(steps),
+        "epochs": int(epochs),
+        "best_val_loss": _float(best_loss),
         "seconds": round(time.perf_counter() - t0, 2),
         "parameters": sum(p.numel() for p in student.model.parameters()),
     }
@@ -440,7 +454,7 @@ def stage_refine(ctx: RunContext) -> None:
         every_n_train_steps=None if has_val else steps_per_rollout * max(1, int(r.val_every)),
     )
     trainer: pl.Trainer = build(
-        cfg.trainer,
+        _single_device(cfg.trainer),
         "trainer",
         logger=ctx.loggers or False,
         callbacks=[checkpoint],
@@ -818,6 +832,18 @@ DISTILL_KEYS = ("dataset", "large_lm", "prompt", "teacher", "student", "distill"
 
 def _distill_fingerprint(cfg: DictConfig) -> str:
     return fingerprint(cfg, *DISTILL_KEYS)
+
+
+def _single_device(trainer_cfg: DictConfig) -> DictConfig:
+    """The trainer config on one device: refine's rewards call the large LM from this process, which
+    worker processes of a multi-device strategy could not share."""
+    if trainer_cfg.get("strategy") in (None, "auto") and int(trainer_cfg.get("devices", 1)) == 1:
+        return trainer_cfg
+    log.info("refine: training on one device (trainer.strategy/devices apply to distill only)")
+    single = OmegaConf.to_container(trainer_cfg, resolve=True)
+    single.pop("strategy", None)
+    single["devices"] = 1
+    return OmegaConf.create(single)
 
 
 def _teacher_fingerprint(cfg: DictConfig) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from transformers import PreTrainedTokenizerBase
 
 # Padding to a multiple of this keeps the number of distinct tensor shapes small; on CPU each new
@@ -39,11 +39,28 @@ class RationaleDataModule(pl.LightningDataModule):
         self.val = PairDataset(tokenizer, val_pairs, max_source_length, max_target_length)
 
     def train_dataloader(self) -> DataLoader:
+        # Under a multi-process strategy each process takes its own share of the batches (the
+        # trainer is built with use_distributed_sampler=False: Lightning cannot shard these itself).
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         if self.group_by_length:
-            sampler = LengthGroupedBatchSampler(self.train.lengths, self.batch_size, self.seed)
+            sampler = LengthGroupedBatchSampler(
+                self.train.lengths, self.batch_size, self.seed, rank=rank, world=world
+            )
             return DataLoader(
                 self.train,
                 batch_sampler=sampler,
+                collate_fn=self.collate,
+                num_workers=self.num_workers,
+            )
+        if world > 1:
+            shard = DistributedSampler(
+                self.train, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
+            )
+            return DataLoader(
+                self.train,
+                batch_size=self.batch_size,
+                sampler=shard,
                 collate_fn=self.collate,
                 num_workers=self.num_workers,
             )
@@ -109,10 +126,20 @@ def pad_to_multiple(
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Shuffle, cut into mega-batches of 50 batches, sort each by length, then shuffle the batches:
-    similar lengths share a batch (little padding) while the order stays random. Seeded per epoch."""
+    similar lengths share a batch (little padding) while the order stays random. Seeded per epoch.
+    With `world` > 1 processes, process `rank` gets every world-th batch (all get as many)."""
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, mega: int = 50):
+    def __init__(
+        self,
+        lengths: list[int],
+        batch_size: int,
+        seed: int = 0,
+        mega: int = 50,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.lengths, self.batch_size, self.seed, self.mega = lengths, batch_size, seed, mega
+        self.rank, self.world = rank, world
         self.epoch = 0
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -128,7 +155,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
                 chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)
             ]
         rng.shuffle(batches)
+        if self.world > 1:
+            batches = batches[self.rank :: self.world][: len(self)]
         return iter(batches)
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        return -(-len(self.lengths) // self.batch_size) // self.world
