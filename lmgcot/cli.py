@@ -23,9 +23,29 @@ def _main(cfg: DictConfig) -> float | None:
     except LmgcotError as err:
         print(f"lmgcot: error: {err}", file=sys.stderr)
         sys.exit(2)
+    objective = cfg.get("objective")
+    if objective:
+        value = lookup(results, str(objective))
+        if not isinstance(value, (int, float)):
+            print(
+                f"lmgcot: error: objective={objective}: results.json has no number there",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        return float(value)
     # A scalar for Hydra sweepers to optimise: the best guided method's EM.
     ems = [m["em"] for name, m in results["methods"].items() if name.startswith("lm_guided")]
     return max(ems) if ems else None
+
+
+def lookup(results: dict, path: str):
+    """The value at a dotted path of results.json (`refine.val_reward_best`), or None."""
+    node = results
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def main() -> None:

@@ -124,6 +124,11 @@ def run(cfg: DictConfig) -> dict:
         for lg in loggers:
             lg.log_metrics(_flat_metrics(results))
             lg.save()
+            if type(lg).__name__ == "WandbLogger":
+                # The whole results file travels with the W&B run.
+                lg.experiment.save(
+                    str(run_dir / RESULTS_FILE), base_path=str(run_dir), policy="now"
+                )
         if cfg.get("print_results", True):
             print(format_results_table(results))
             print(f"run directory: {run_dir}")

@@ -20,7 +20,7 @@ from conftest import TINY_STUDENT
 from lmgcot.cli import CONFIG_DIR
 
 CONF = Path(CONFIG_DIR)
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 _SCRIPT = Path(sys.executable).with_name("lmgcot")
 LMGCOT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "lmgcot.cli"]
 # A seconds-long pipeline: the smoke experiment with the tests' tiny student.

@@ -114,6 +114,16 @@ def test_cli_writes_markdown_csv_and_png(sweep, capsys):
     assert (sweep / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cli_logs_the_comparison_to_wandb_offline(sweep, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert main([str(sweep), "--n-boot", "200", "--wandb"]) == 0
+    [record] = (sweep / "wandb").glob("offline-run-*/run-*.wandb")
+    data = record.read_bytes()
+    assert b"comparison/table" in data and b"comparison/plot" in data
+    assert sweep.name.encode() in data  # the group: no sweep_name in these runs, so the dir's name
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0

@@ -17,7 +17,10 @@ from lmgcot.data.official import SAMPLES_DIR
 from lmgcot.pipeline import METHODS, build, run
 
 CONF = Path(CONFIG_DIR)
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+# conf/hydra holds options of Hydra's own groups (launchers), checked in test_sweeps.
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
+# Groups outside the defaults list: appended with `+group=option`.
+APPENDED = ("sweep",)
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
 EXPERIMENTS = [o for g, o in OPTIONS if g == "experiment"]
 
@@ -130,8 +133,8 @@ def _check_group_node(cfg: DictConfig, group: str, option: str) -> None:
             # Logger files belong in the run directory, never the working directory.
             assert Path(lg.save_dir) == Path(cfg.paths.run_dir), f"logger.{name}.save_dir"
         assert "csv" in node, f"logger={option}: the CSV metrics file is always written"
-    elif group == "experiment":
-        pass  # a @package _global_ file: checked against its own YAML in the test below
+    elif group in ("experiment", "sweep"):
+        pass  # @package _global_ files: checked against their own YAML (sweeps: test_sweeps.py)
     else:
         assert isinstance(node, DictConfig) and len(node) > 0, f"{group}={option}: empty node"
         if "_target_" in node:
@@ -141,11 +144,12 @@ def _check_group_node(cfg: DictConfig, group: str, option: str) -> None:
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_with_its_groups_keys(compose_cfg, group, option):
     # Without the fast overrides: they size the tiny student, which a checkpoint student lacks.
-    cfg = compose_cfg(f"{group}={option}", fast=False)
+    prefix = "+" if group in APPENDED else ""
+    cfg = compose_cfg(f"{prefix}{group}={option}", fast=False)
     # Every interpolation resolves (run_dir is given, so Hydra's runtime is not needed).
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     for name in GROUPS:
-        if name != "experiment":
+        if name not in ("experiment", *APPENDED):
             assert name in cfg, f"{group}={option}: group {name} is missing from the config"
     _check_group_node(cfg, group, option)
 

@@ -101,6 +101,9 @@ def test_wandb_logs_offline_into_the_run_directory_and_finishes(
     assert b"rl/kl" in records and b"rl/samples" in records  # the sample-rationale table
     _, columns = _metric_columns(run_dir)
     assert "train/loss" in columns
+    # results.json goes with the run, and the config it logged is the resolved one.
+    saved = offline / "files" / "results.json"
+    assert json.loads(saved.read_text()) == json.loads((run_dir / "results.json").read_text())
     # Nothing in the working directory (Lightning's WandbLogger defaults to save_dir=".").
     assert list(no_wandb_credentials.iterdir()) == []
 

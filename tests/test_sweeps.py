@@ -4,19 +4,23 @@ the offline default; a real multirun shares its teacher and student and groups i
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import FAST, SMALL_SYNTHETIC, TINY_STUDENT
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from test_cli import QUICK, lmgcot
 
-from lmgcot.cli import CONFIG_DIR
+from lmgcot.cli import CONFIG_DIR, lookup
 from lmgcot.pipeline import run
 
 SWEEPS_DIR = Path(CONFIG_DIR).parent / "sweeps"
 SWEEPS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+# Grid sweeps (the basic sweeper); `optuna` searches instead and is tested on its own.
+GRID_SWEEPS = [s for s in SWEEPS if s != "optuna"]
 # What stands in, offline, for the pieces a sweep sets that need weights, data files or a key.
 OFFLINE = ["dataset=synthetic", "large_lm=simulated", "student=tiny", "trainer=default"]
 
@@ -48,10 +52,11 @@ def test_the_expected_sweeps_ship():
         "backend",
         "paper_hotpotqa",
         "paper_2wiki",
+        "optuna",
     } <= set(SWEEPS)
 
 
-@pytest.mark.parametrize("name", SWEEPS)
+@pytest.mark.parametrize("name", GRID_SWEEPS)
 def test_each_sweep_composes_and_one_of_its_jobs_runs(name, tmp_path):
     cfg = _compose([f"+sweep={name}"], hydra_config=True)
     assert cfg.sweep_name == name
@@ -108,3 +113,92 @@ def test_a_sweep_multirun_shares_its_teacher_and_student_and_groups_wandb(tmp_pa
     for job in ("0", "1"):
         [wandb_file] = (sweep_dir / job / "wandb").glob("offline-run-*/run-*.wandb")
         assert b"reward_mix" in wandb_file.read_bytes()  # the W&B group
+
+
+def _job_results(sweep_dir: Path) -> list[dict]:
+    return [
+        json.loads(p.read_text())
+        for p in sorted(sweep_dir.glob("*/results.json"), key=lambda p: int(p.parent.name))
+    ]
+
+
+def test_the_optuna_sweep_maximises_the_validation_reward(tmp_path):
+    cfg = _compose(["+sweep=optuna"], hydra_config=True)
+    assert "optuna" in cfg.hydra.sweeper._target_.lower()
+    assert cfg.objective == "refine.val_reward_best" and cfg.hydra.sweeper.direction == "maximize"
+    proc = lmgcot(tmp_path, "-m", "+sweep=optuna", "hydra.sweeper.n_trials=2", *QUICK)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [sweep_dir] = (tmp_path / "outputs" / "multirun" / "optuna").glob("*/*")
+    trials = _job_results(sweep_dir)
+    assert len(trials) == 2
+    assert trials[0]["refine"]["kl_coef"] != trials[1]["refine"]["kl_coef"]  # two different draws
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(lookup(t, "refine.val_reward_best") for t in trials)
+    assert set(best["best_params"]) >= {"rl.optimizer.lr", "rl.kl.coef", "reward.weights.fluency"}
+
+
+def test_a_bad_objective_is_one_line(tmp_path):
+    proc = lmgcot(tmp_path, *QUICK, "stages=[teacher]", "objective=refine.no_such_number")
+    assert proc.returncode == 2
+    assert "objective=refine.no_such_number: results.json has no number there" in proc.stderr
+
+
+def test_parallel_jobs_with_the_joblib_launcher_share_the_teacher(tmp_path):
+    proc = lmgcot(
+        tmp_path,
+        "-m",
+        "+sweep=reward_mix",
+        "reward=task,rationale",
+        "seed=0",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        *QUICK,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [sweep_dir] = (tmp_path / "outputs" / "multirun" / "reward_mix").glob("*/*")
+    jobs = _job_results(sweep_dir)
+    assert len(jobs) == 2
+    teacher_calls = [j["llm"]["by_stage"].get("teacher", {}).get("calls", 0) for j in jobs]
+    n_prompts = jobs[0]["setup"]["n"]["train"] + jobs[0]["setup"]["n"]["val"]
+    assert sorted(teacher_calls) == [0, n_prompts]
+    assert jobs[0]["distill"] == jobs[1]["distill"]
+
+
+def test_the_slurm_launcher_composes_and_submitit_runs_the_jobs_locally(tmp_path):
+    cfg = _compose(["+sweep=reward_mix", "hydra/launcher=slurm"], hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == 1 and launcher.timeout_min > 0
+    proc = lmgcot(
+        tmp_path,
+        "-m",
+        "+sweep=reward_mix",
+        "reward=task,rationale",
+        "seed=0",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        *QUICK,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [sweep_dir] = (tmp_path / "outputs" / "multirun" / "reward_mix").glob("*/*")
+    assert len(_job_results(sweep_dir)) == 2
+    assert (sweep_dir / ".submitit").is_dir()
+
+
+def test_the_wandb_sweep_file_is_reward_mix_as_hydra_overrides():
+    spec = yaml.safe_load((SWEEPS_DIR / "wandb_reward_mix.yml").read_text())
+    grid = _compose(["+sweep=reward_mix"], hydra_config=True).hydra.sweeper.params
+    rewards = sorted(p.stem for p in (Path(CONFIG_DIR) / "reward").glob("*.yaml"))
+    assert spec["method"] == "grid"
+    assert sorted(spec["parameters"]["reward"]["values"]) == rewards
+    assert spec["parameters"]["seed"]["values"] == [int(s) for s in str(grid.seed).split(",")]
+    # What `wandb agent` runs: the program, then each parameter as key=value (${args_no_hyphens}).
+    args = []
+    for part in spec["command"][1:]:
+        if part == "${args_no_hyphens}":
+            args += [f"{k}={v['values'][0]}" for k, v in spec["parameters"].items()]
+        else:
+            args.append(part)
+    cfg = _compose(shlex.split(" ".join(args)))
+    assert cfg.sweep_name == "reward_mix" and cfg.logger.wandb.group == "reward_mix"
+    assert cfg.reward.name == spec["parameters"]["reward"]["values"][0]

@@ -336,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--out", type=Path, help="output directory (default: the sweep directory)")
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the table and plot to a W&B run in the sweep's group (offline unless "
+        "WANDB_MODE=online)",
+    )
+    parser.add_argument("--wandb-project", default="lmgcot", help="W&B project (default: lmgcot)")
     args = parser.parse_args(argv)
     try:
         if not args.sweep_dir.is_dir():
@@ -353,7 +360,51 @@ def main(argv: list[str] | None = None) -> int:
     plot(report, out / "comparison.png")
     print(to_markdown(report))
     print(f"wrote {out / 'comparison.md'}, comparison.csv, comparison.png")
+    if args.wandb:
+        group = sweep_name(args.sweep_dir)
+        where = log_to_wandb(out, group, args.wandb_project)
+        print(f"logged to W&B (group {group}): {where}")
     return 0
+
+
+def sweep_name(sweep_dir: Path) -> str:
+    """The `sweep_name` its runs were made with (the W&B group of their runs), else the dir name."""
+    for config in sorted(sweep_dir.rglob(".hydra/config.yaml")):
+        name = (yaml.safe_load(config.read_text()) or {}).get("sweep_name")
+        if name:
+            return str(name)
+    return sweep_dir.resolve().name
+
+
+def log_to_wandb(out: Path, group: str, project: str) -> str:
+    """Log comparison.csv as a table, the plot and comparison.md to a new W&B run; its directory."""
+    import os
+
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    mode = os.environ.get("WANDB_MODE", "offline")
+    with open(out / "comparison.csv", newline="", encoding="utf-8") as handle:
+        header, *rows = list(csv.reader(handle))
+    run = wandb.init(
+        project=project,
+        group=group,
+        job_type="comparison",
+        name=f"comparison-{group}",
+        dir=str(out),
+        mode=mode,
+    )
+    try:
+        run.log(
+            {
+                "comparison/table": wandb.Table(columns=header, data=rows),
+                "comparison/plot": wandb.Image(str(out / "comparison.png")),
+            }
+        )
+        run.save(str(out / "comparison.md"), base_path=str(out), policy="now")
+        return str(run.dir)
+    finally:
+        run.finish()
 
 
 if __name__ == "__main__":
