@@ -648,7 +648,8 @@ STAGE_FUNCS: dict[str, Callable[[RunContext], None]] = {
     "evaluate": stage_evaluate,
 }
 
-# Stages whose finished artifacts go to the shared store (paths.artifact_dir), by fingerprint.
+# Stages whose finished artifacts go to the shared store (paths.artifact_dir), by fingerprint
+# (lambdas: the fingerprint functions are defined further down).
 SHARED_STAGES: dict[str, Callable[[DictConfig], str]] = {
     "teacher": lambda cfg: _teacher_fingerprint(cfg),
     "distill": lambda cfg: _distill_fingerprint(cfg),

@@ -382,6 +382,18 @@ def test_failed_batch_requests_are_sent_again_and_paid_once(server, tmp_path):
     lm.close()
 
 
+def test_requests_still_failing_after_the_batch_retries_are_reported(server, tmp_path):
+    server.batch_fault_rate = 0.3
+    cache = CallCache(tmp_path / "calls.sqlite")
+    lm = batch_lm(server, cache, batch_retries=0)
+    prompts = [f"sometimes failing question {i}" for i in range(30)]
+    with pytest.raises(BackendError, match=r"of 30 batch requests failed after 0 retries; first: "):
+        lm.generate(prompts, GREEDY)
+    assert len(server.batches) == 1
+    assert 0 < len(cache) < 30  # the successful ones were kept
+    lm.close()
+
+
 def test_an_invalid_batch_request_stops_the_run_but_keeps_the_paid_results(server, tmp_path):
     server.invalid_marker = "FORBIDDEN"
     cache = CallCache(tmp_path / "calls.sqlite")

@@ -244,7 +244,8 @@ class AnthropicLargeLM(ApiLargeLM):
         if missing:
             raise BackendError(
                 f"anthropic large LM {self.model!r}: {len(missing)} of {len(requests)} batch "
-                f"requests failed after {self.batch_retries} retries; first: {errors[missing[0]]}"
+                f"requests failed after {self.batch_retries} retries; first: "
+                f"{errors.get(missing[0], 'no result returned')}"
             )
         return [done[i] for i in range(len(requests))]
 
