@@ -276,7 +276,9 @@ def to_csv(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
-    """EM with 95% intervals, one group of bars per configuration, one bar per method."""
+    """Left: EM with 95% intervals per configuration (a row each); methods whose EM is the same in
+    every configuration (those the swept settings do not touch) are vertical reference lines.
+    Right: each configuration's paired EM difference against the baseline, hollow when within noise."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,27 +287,72 @@ def plot(report: dict, path: Path) -> None:
     configs = sorted({r["config"] for r in report["rows"]})
     methods = _ordered({r["method"] for r in report["rows"]})
     by = {(r["config"], r["method"]): r for r in report["rows"]}
-    width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(7.0, 2.0 + 0.5 * len(configs) * len(methods)), 4.5))
-    for j, method in enumerate(methods):
-        xs, ys, errs = [], [], [[], []]
-        for i, config in enumerate(configs):
-            r = by.get((config, method))
+    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    constant = {
+        m
+        for m in methods
+        if len(configs) > 1
+        and len({round(by[(c, m)]["em"], 9) for c in configs if (c, m) in by}) == 1
+    }
+    varying = [m for m in methods if m not in constant]
+    tests = [t for t in report["tests"] if t["method"] in varying]
+    panels = 2 if tests else 1
+    height = max(3.0, 1.4 + 0.42 * len(configs))
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, height), sharey=True, squeeze=False)
+    ax = axes[0][0]
+    rows = {c: i for i, c in enumerate(configs)}
+    step = 0.7 / max(len(varying), 1)
+    for m in sorted(constant, key=methods.index):
+        r = next(by[(c, m)] for c in configs if (c, m) in by)
+        ax.axvline(r["em"], color=colors[m], lw=1.2, ls="--", label=f"{m} (every config)")
+        if not (np.isnan(r["em_low"]) or np.isnan(r["em_high"])):
+            ax.axvspan(r["em_low"], r["em_high"], color=colors[m], alpha=0.08, lw=0)
+    for j, m in enumerate(varying):
+        ys, xs, errs = [], [], [[], []]
+        for c in configs:
+            r = by.get((c, m))
             if r is None:
                 continue
-            xs.append(i + (j - (len(methods) - 1) / 2) * width)
-            ys.append(r["em"])
-            lo, hi = r["em_low"], r["em_high"]
-            errs[0].append(0 if np.isnan(lo) else r["em"] - lo)
-            errs[1].append(0 if np.isnan(hi) else hi - r["em"])
-        ax.bar(xs, ys, width, yerr=errs, capsize=3, label=method)
-    ax.set_xticks(range(len(configs)))
-    ax.set_xticklabels(configs, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("exact match (mean over seeds, 95% CI)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_title("lmgcot comparison")
-    fig.tight_layout()
+            ys.append(rows[c] + (j - (len(varying) - 1) / 2) * step)
+            xs.append(r["em"])
+            errs[0].append(0 if np.isnan(r["em_low"]) else r["em"] - r["em_low"])
+            errs[1].append(0 if np.isnan(r["em_high"]) else r["em_high"] - r["em"])
+        ax.errorbar(xs, ys, xerr=errs, fmt="o", ms=4, capsize=2, color=colors[m], label=m)
+    ax.set_yticks(range(len(configs)))
+    ax.set_yticklabels(configs, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("exact match (mean over seeds, 95% CI)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("EM per configuration", fontsize=10)
+    if tests:
+        ax2 = axes[0][1]
+        ax2.axvline(0, color="black", lw=0.8)
+        for j, m in enumerate(varying):
+            for t in (t for t in tests if t["method"] == m):
+                y = rows[t["config"]] + (j - (len(varying) - 1) / 2) * step
+                noise = t["verdict"] == "within noise"
+                ax2.errorbar(
+                    [t["em_diff"]],
+                    [y],
+                    xerr=[[t["em_diff"] - t["low"]], [t["high"] - t["em_diff"]]],
+                    fmt="o",
+                    ms=5,
+                    capsize=2,
+                    color=colors[m],
+                    mfc="white" if noise else colors[m],
+                )
+        ax2.set_xlabel(f"EM minus {report['baseline']} (paired, same seeds and questions)")
+        ax2.grid(axis="x", alpha=0.3)
+        ax2.set_title("difference to the baseline (hollow: within noise)", fontsize=10)
+    fig.legend(
+        *ax.get_legend_handles_labels(),
+        loc="lower center",
+        ncol=min(4, len(methods)),
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle("lmgcot comparison", fontsize=11)
+    fig.tight_layout(rect=(0, 0.1 if len(methods) > 4 else 0.06, 1, 1))
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
