@@ -191,9 +191,8 @@ def stage_teacher(ctx: RunContext) -> None:
     t = ctx.cfg.teacher
     out_dir = ctx.run_dir / "teacher"
     fp = _teacher_fingerprint(ctx.cfg)
-    if _reusable(out_dir, fp, ctx.cfg.force):
-        ctx.teacher = read_json(out_dir / "stats.json")
-        log.info("teacher: reusing %s", out_dir)
+    if (done := _reused(out_dir, fp, ctx.cfg.force, "stats.json")) is not None:
+        ctx.teacher = done
         return
     stats = {}
     for split, examples in (("train", ctx.splits.train), ("val", ctx.splits.val)):
@@ -227,9 +226,8 @@ def stage_distill(ctx: RunContext) -> None:
     cfg = ctx.cfg
     out_dir = ctx.run_dir / "distill"
     fp = _distill_fingerprint(cfg)
-    if _reusable(out_dir, fp, cfg.force):
-        ctx.distill = read_json(out_dir / "summary.json")
-        log.info("distill: reusing %s", out_dir)
+    if (done := _reused(out_dir, fp, cfg.force, "summary.json")) is not None:
+        ctx.distill = done
         return
     if not _is_done(ctx.run_dir / "teacher"):
         raise ConfigError(
@@ -337,9 +335,8 @@ def stage_refine(ctx: RunContext) -> None:
     r = cfg.rl
     out_dir = ctx.run_dir / "refine"
     fp = _refine_fingerprint(cfg)
-    if _reusable(out_dir, fp, cfg.force):
-        ctx.refine = read_json(out_dir / "summary.json")
-        log.info("refine: reusing %s", out_dir)
+    if (done := _reused(out_dir, fp, cfg.force, "summary.json")) is not None:
+        ctx.refine = done
         return
     # Fails with one line before any work when there is no distilled student.
     student = _load_student(ctx, "distill")
@@ -893,6 +890,14 @@ def _mark_done(stage_dir: Path, fp: str) -> None:
 
 def _is_done(stage_dir: Path) -> bool:
     return bool(_meta(stage_dir).get("done"))
+
+
+def _reused(stage_dir: Path, fp: str, force: bool, summary: str) -> dict | None:
+    """A finished stage's summary file when the stage can be reused as it is, else None."""
+    if not _reusable(stage_dir, fp, force):
+        return None
+    log.info("%s: reusing %s", stage_dir.name, stage_dir)
+    return read_json(stage_dir / summary)
 
 
 def _reusable(stage_dir: Path, fp: str, force: bool) -> bool:

@@ -15,6 +15,19 @@ from conftest import TINY_STUDENT
 
 from lmgcot.pipeline import METHODS
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+
+
+def kill_after_checkpoint(args: list[str], checkpoint: Path) -> None:
+    """Start the command, and SIGKILL it a second after `checkpoint` first appears."""
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)  # a little more training, then the process dies without warning
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
 
 def test_killed_run_resumes_in_the_same_run_directory(tmp_path: Path):
     run_dir = tmp_path / "run"
@@ -36,21 +49,14 @@ def test_killed_run_resumes_in_the_same_run_directory(tmp_path: Path):
         "rl.rollout_batch_size=8",
         *TINY_STUDENT,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run_dir / "distill" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(1.0)  # a few more epochs, then the process dies without warning
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(args, last)
     assert last.exists(), "no checkpoint was written before the kill"
     assert not (run_dir / "results.json").exists()
     teacher_rows = (run_dir / "teacher" / "train.jsonl").read_text()
 
     # The same command again: it finds the run directory and carries on.
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert (run_dir / "teacher" / "train.jsonl").read_text() == teacher_rows
@@ -94,22 +100,15 @@ def test_killed_refine_stage_resumes_from_its_step_with_the_kl_state(tmp_path: P
         "rl.kl.horizon=20",
         *TINY_STUDENT,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run_dir / "refine" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(args, last)
     assert last.exists(), "no refine checkpoint was written before the kill"
     assert not (run_dir / "refine" / "summary.json").exists(), "refine finished before the kill"
     saved = torch.load(last, map_location="cpu", weights_only=False)
     saved_step, saved_coef = saved["global_step"], saved["kl_controller"]["value"]
     assert 0 < saved["rollouts_done"] < rollouts and saved_coef < 0.05
 
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "refine: resumed from" in (run_dir / "lmgcot.log").read_text()
     results = json.loads((run_dir / "results.json").read_text())

@@ -94,17 +94,7 @@ def test_the_paper_sweeps_set_the_papers_setting():
 
 
 def test_a_sweep_multirun_shares_its_teacher_and_student_and_groups_wandb(tmp_path):
-    proc = lmgcot(
-        tmp_path,
-        "-m",
-        "+sweep=reward_mix",
-        "reward=task,rationale",
-        "seed=0",
-        *QUICK,
-        "logger=wandb",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [sweep_dir] = (tmp_path / "outputs" / "multirun" / "reward_mix").glob("*/*")
+    sweep_dir = _reward_pair(tmp_path, "logger=wandb")
     results = [json.loads((sweep_dir / j / "results.json").read_text()) for j in ("0", "1")]
     # The second job took the first one's teacher rationales and distilled student.
     assert "teacher" not in results[1]["llm"]["by_stage"]
@@ -113,6 +103,16 @@ def test_a_sweep_multirun_shares_its_teacher_and_student_and_groups_wandb(tmp_pa
     for job in ("0", "1"):
         [wandb_file] = (sweep_dir / job / "wandb").glob("offline-run-*/run-*.wandb")
         assert b"reward_mix" in wandb_file.read_bytes()  # the W&B group
+
+
+def _reward_pair(tmp_path: Path, *extra: str) -> Path:
+    """Run two jobs of reward_mix (task and rationale, seed 0) through the CLI; the sweep dir."""
+    proc = lmgcot(
+        tmp_path, "-m", "+sweep=reward_mix", "reward=task,rationale", "seed=0", *extra, *QUICK
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [sweep_dir] = (tmp_path / "outputs" / "multirun" / "reward_mix").glob("*/*")
+    return sweep_dir
 
 
 def _job_results(sweep_dir: Path) -> list[dict]:
@@ -144,18 +144,7 @@ def test_a_bad_objective_is_one_line(tmp_path):
 
 
 def test_parallel_jobs_with_the_joblib_launcher_share_the_teacher(tmp_path):
-    proc = lmgcot(
-        tmp_path,
-        "-m",
-        "+sweep=reward_mix",
-        "reward=task,rationale",
-        "seed=0",
-        "hydra/launcher=parallel",
-        "hydra.launcher.n_jobs=2",
-        *QUICK,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [sweep_dir] = (tmp_path / "outputs" / "multirun" / "reward_mix").glob("*/*")
+    sweep_dir = _reward_pair(tmp_path, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2")
     jobs = _job_results(sweep_dir)
     assert len(jobs) == 2
     teacher_calls = [j["llm"]["by_stage"].get("teacher", {}).get("calls", 0) for j in jobs]
@@ -169,18 +158,9 @@ def test_the_slurm_launcher_composes_and_submitit_runs_the_jobs_locally(tmp_path
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.gpus_per_node == 1 and launcher.timeout_min > 0
-    proc = lmgcot(
-        tmp_path,
-        "-m",
-        "+sweep=reward_mix",
-        "reward=task,rationale",
-        "seed=0",
-        "hydra/launcher=submitit_local",
-        "hydra.launcher.timeout_min=10",
-        *QUICK,
+    sweep_dir = _reward_pair(
+        tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [sweep_dir] = (tmp_path / "outputs" / "multirun" / "reward_mix").glob("*/*")
     assert len(_job_results(sweep_dir)) == 2
     assert (sweep_dir / ".submitit").is_dir()
 

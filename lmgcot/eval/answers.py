@@ -9,7 +9,7 @@ from lmgcot.eval.metrics import normalize_answer
 
 # "the answer is X", "So the answer is: X", "Answer: X", "**Answer**: X", "final answer is X".
 # `is` must be a whole word so that "answers" or "answerish" never count as a phrase.
-_ANSWER_PHRASE = re.compile(r"\banswer(?:\*\*)?\s*(?:\bis\b\s*:?|:)", re.IGNORECASE)
+ANSWER_PHRASE = re.compile(r"\banswer(?:\*\*)?\s*(?:\bis\b\s*:?|:)", re.IGNORECASE)
 # Where the sentence that holds an answer phrase starts: after the last sentence end or newline.
 # A sentence end is ".", "!" or "?" followed by space and a character that is not lower case, and
 # not the last period of an initialism, so "Washington, D.C. in 1990" stays one sentence.
@@ -58,7 +58,7 @@ def _first_line(s: str) -> str:
 
 def _find_answer(text: str) -> tuple[int, str] | None:
     """(start of the answer phrase, cleaned answer) for the last phrase that is followed by text."""
-    for m in reversed(list(_ANSWER_PHRASE.finditer(text))):
+    for m in reversed(list(ANSWER_PHRASE.finditer(text))):
         # The answer may sit on the line after the phrase ("The answer is:\nParis").
         answer = _clean(_first_line(text[m.end() :]))
         if answer:

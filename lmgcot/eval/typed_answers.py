@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 
-from lmgcot.eval.answers import _ANSWER_PHRASE, extract_answer
+from lmgcot.eval.answers import ANSWER_PHRASE, extract_answer
 from lmgcot.eval.metrics import normalize_answer
 
 ANSWER_TYPES = ("number", "yes_no", "choice", "string")
@@ -34,7 +34,7 @@ _CHOICE = re.compile(r"(?<![A-Za-z])\(?([A-E])\)?(?![A-Za-z])")
 def _pick(reply: str, find, find_anywhere=None):
     """The first hit of `find` after the last answer phrase; without a phrase, or with nothing there,
     the last hit of `find_anywhere` (default `find`) in the whole reply; else None."""
-    phrases = list(_ANSWER_PHRASE.finditer(reply))
+    phrases = list(ANSWER_PHRASE.finditer(reply))
     if phrases:
         hits = find(reply[phrases[-1].end() :])
         if hits:

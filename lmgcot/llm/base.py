@@ -143,9 +143,7 @@ class LargeLM(ABC):
         for i, key in enumerate(keys):
             hit = found.get(key)
             if hit is not None:
-                results[i] = Completion(
-                    hit["text"], hit["input_tokens"], hit["output_tokens"], True
-                )
+                results[i] = _cached_completion(hit)
             else:
                 waiting.setdefault(key, []).append(i)
         missing = [idxs[0] for idxs in waiting.values()]
@@ -169,9 +167,7 @@ class LargeLM(ABC):
                     hit = found.get(keys[i])
                     if hit is not None:
                         for j in waiting[keys[i]]:
-                            results[j] = Completion(
-                                hit["text"], hit["input_tokens"], hit["output_tokens"], True
-                            )
+                            results[j] = _cached_completion(hit)
                 self.usage.add(stage, cache_hits=sum(keys[i] in found for i in elsewhere))
                 bar.update(sum(keys[i] in found for i in elsewhere))
                 # What no one holds any more (its process died or gave up) is ours to make.
@@ -221,10 +217,7 @@ class LargeLM(ABC):
             left = [k for k in keys if k not in found]
             if not left:
                 return found
-            mine, theirs = self.cache.claim(left)
-            # Claimed just now by us: ours to compute (release so the caller can claim them again).
-            self.cache.release(mine)
-            if not theirs:
+            if not self.cache.held_elsewhere(left):
                 found.update(self.cache.get_many(left))
                 return found
             time.sleep(poll_s)
@@ -268,6 +261,10 @@ class LargeLM(ABC):
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+
+
+def _cached_completion(hit: dict) -> Completion:
+    return Completion(hit["text"], hit["input_tokens"], hit["output_tokens"], True)
 
 
 def _cache_value(c: Completion) -> dict:

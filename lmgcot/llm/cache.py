@@ -148,6 +148,25 @@ class CallCache:
                 raise
         return mine, theirs
 
+    def held_elsewhere(self, keys: Sequence[str]) -> list[str]:
+        """The keys, not yet stored, that another live process has claimed (a read, no claim)."""
+        now = time.time()
+        out: list[str] = []
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                out += [
+                    k
+                    for k, owner, host, pid, at in self._conn.execute(
+                        f"SELECT key, owner, host, pid, at FROM claims WHERE key IN ({marks})"
+                        f" AND key NOT IN (SELECT key FROM calls WHERE key IN ({marks}))",
+                        chunk + chunk,
+                    )
+                    if owner != self.owner and not self._stale(host, pid, at, now)
+                ]
+        return out
+
     def release(self, keys: Sequence[str]) -> None:
         """Give up this cache's claims on keys (their calls failed or were abandoned)."""
         if not keys:
