@@ -13,19 +13,26 @@ from lmgcot.data.example import Example, Paragraph
 from lmgcot.errors import ConfigError
 
 COT_TRIGGER = "Let's think step by step."
+# Zero-shot-CoT's second step: the CoT prompt, the rationale, then this; the reply is the answer.
+ANSWER_TRIGGER = "Therefore, the answer is"
 
 
 @dataclass(frozen=True)
 class PromptTemplates:
     """standard: the large LM answers from context + question. cot: it writes its own rationale.
-    guided: it answers given a rationale. student: the small LM's input. `context_mode` picks all
-    paragraphs or only supporting sentences; `max_context_chars` caps what the large LM reads."""
+    guided: it answers given a rationale. student: the small LM's input. `answer_trigger` ends
+    zero-shot-CoT's answer step (`answer_step_prompt`). `context_mode` picks all paragraphs or only
+    supporting sentences; `max_context_chars` caps what the large LM reads.
+
+    Every template needs `{question}` (and `guided` `{rationale}`); `{context}` is optional, since
+    the reasoning tasks (last_letter, gsm8k, ...) have none."""
 
     instruction: str
     standard: str
     cot: str
     guided: str
     student: str
+    answer_trigger: str = ANSWER_TRIGGER
     context_mode: str = "all"
     max_context_chars: int | None = None
     student_titles: bool = False
@@ -33,7 +40,7 @@ class PromptTemplates:
     def __post_init__(self):
         for name in ("standard", "cot", "guided", "student"):
             template = getattr(self, name)
-            needed = ["{question}", "{context}"] + (["{rationale}"] if name == "guided" else [])
+            needed = ["{question}"] + (["{rationale}"] if name == "guided" else [])
             missing = [k for k in needed if k not in template]
             if missing:
                 raise ConfigError(f"prompt.{name}: template lacks {', '.join(missing)}")
@@ -55,14 +62,31 @@ class PromptTemplates:
     def cot_prompt(self, example: Example) -> str:
         return self._fill(self.cot, example)
 
+    def answer_step_prompt(self, example: Example, completion: str) -> str:
+        """Zero-shot-CoT's step 2: the CoT prompt followed by the step-1 completion and the answer
+        trigger ("Therefore, the answer is"); the large LM's reply is the answer."""
+        return f"{self.cot_prompt(example)} {completion.strip()}\n{self.answer_trigger}"
+
+    def few_shot_prompt(self, example: Example, exemplars: list[Example]) -> str:
+        """Few-shot CoT: each exemplar as its CoT prompt, gold rationale and answer, then the
+        question's own CoT prompt. Exemplars need a gold `rationale`."""
+        blocks = [
+            f"{self.cot_prompt(x)} {x.rationale} {self.answer_trigger} {x.answer}."
+            for x in exemplars
+        ]
+        return "\n\n".join([*blocks, self.cot_prompt(example)])
+
     def guided_prompt(self, example: Example, rationale: str) -> str:
         return self._fill(self.guided, example, rationale=" ".join(rationale.split()))
 
-    def student_input(self, example: Example) -> str:
+    def student_input(self, example: Example, task: str | None = None) -> str:
+        """The student's input; `task` ("predict" or "explain") prefixes it for a multitask student
+        (distilling step-by-step)."""
         # One line, question first, so truncation to the student's max length cuts context, not
         # the question.
         context = self.context(example, paragraph_sep=" ", titles=self.student_titles)
-        return self.student.format(question=example.question, context=context)
+        text = self.student.format(question=example.question, context=context)
+        return f"{task}: {text}" if task else text
 
     def _fill(self, template: str, example: Example, rationale: str = "") -> str:
         return template.format(

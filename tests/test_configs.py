@@ -18,7 +18,10 @@ from lmgcot.pipeline import METHODS, build, run
 
 CONF = Path(CONFIG_DIR)
 # conf/hydra holds options of Hydra's own groups (launchers), checked in test_sweeps.
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
+# prompt_presets are pulled in by dataset options, never selected on their own.
+GROUPS = sorted(
+    p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "prompt_presets")
+)
 # Groups outside the defaults list: appended with `+group=option`.
 APPENDED = ("sweep",)
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]

@@ -24,7 +24,13 @@ class SupportingFact:
 @dataclass(frozen=True)
 class Example:
     """One question. `aliases` are extra gold answers (2WikiMultiHopQA); `type` is the question type
-    (bridge, comparison, inference, compositional, bridge_comparison, ...)."""
+    (bridge, comparison, inference, compositional, bridge_comparison, last_letter, ...).
+
+    `answer_type` says how answers are read and compared (`lmgcot.eval.typed_answers`): `string`
+    (the QA datasets: EM/F1 after normalisation), `number`, `yes_no` or `choice`. Reasoning tasks
+    have no `context`. `rationale` is a gold rationale where the dataset has one (GSM8K solutions,
+    StrategyQA facts, the generated tasks): few-shot CoT exemplars are drawn from those.
+    """
 
     id: str
     question: str
@@ -35,6 +41,8 @@ class Example:
     level: str | None = None
     aliases: tuple[str, ...] = ()
     evidences: tuple[tuple[str, str, str], ...] = field(default=())
+    answer_type: str = "string"
+    rationale: str | None = None
 
     @property
     def gold_answers(self) -> tuple[str, ...]:

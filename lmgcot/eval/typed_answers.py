@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 from lmgcot.eval.answers import ANSWER_PHRASE, extract_answer
-from lmgcot.eval.metrics import normalize_answer
+from lmgcot.eval.metrics import best_over_golds, normalize_answer
 
 ANSWER_TYPES = ("number", "yes_no", "choice", "string")
 
@@ -126,3 +127,20 @@ def answers_match(kind: str, predicted: str | None, gold: str) -> bool:
     if kind == "string":
         return normalize_answer(predicted) == normalize_answer(gold)
     raise ValueError(f"answer type {kind!r}: expected one of {ANSWER_TYPES}")
+
+
+def read_answer(kind: str, reply: str) -> str:
+    """The answer a reply gives, read by answer type: `extract_answer` as written for `string` (the
+    QA datasets' EM/F1 normalise it later), the typed extractor otherwise; "" when there is none."""
+    if kind == "string":
+        return extract_answer(reply)
+    return extract_typed(kind, reply) or ""
+
+
+def score_answer(kind: str, prediction: str, golds: Sequence[str]) -> tuple[float, float]:
+    """(EM, F1) of a prediction against the gold answers. `string`: HotpotQA EM and token F1, each
+    maximised over the golds; other types: 1.0 or 0.0 on both, by `answers_match`."""
+    if kind == "string":
+        return best_over_golds(prediction, golds)
+    hit = float(any(answers_match(kind, prediction or None, g) for g in golds))
+    return hit, hit
