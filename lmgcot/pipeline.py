@@ -35,8 +35,11 @@ from lmgcot.data.example import Splits
 from lmgcot.distill.datamodule import RationaleDataModule
 from lmgcot.distill.module import RationaleDistiller
 from lmgcot.distill.teacher import (
+    PROMPTINGS,
     TeacherRationale,
+    few_shot_exemplars,
     generate_rationales,
+    pair_count,
     teacher_stats,
     training_pairs,
 )
@@ -52,6 +55,15 @@ from lmgcot.rl.module import SCORE_NORMS, RationaleRefiner
 from lmgcot.student.generate import generate_rationales as student_rationales
 from lmgcot.student.generate import score_rationales
 from lmgcot.student.models import TOKENIZERS, Student, build_student
+from lmgcot.student.objectives import (
+    EXPLAIN,
+    OBJECTIVES,
+    PREDICT,
+    WRITES_RATIONALES,
+    answer_task,
+    explain_task,
+    rationale_of,
+)
 from lmgcot.utils.io import (
     append_jsonl,
     read_json,
@@ -171,6 +183,7 @@ class RunContext:
             "setup": {
                 "dataset": self.dataset_name,
                 "student": self.cfg.student.get("name"),
+                "objective": self.cfg.distill.get("objective", "rationale"),
                 "large_lm": f"{self.large_lm.backend}:{self.large_lm.model}",
                 "seed": int(self.cfg.seed),
                 "n": {split: len(xs) for split, xs in self.splits.items()},
@@ -195,7 +208,11 @@ def stage_teacher(ctx: RunContext) -> None:
         ctx.teacher = done
         return
     stats = {}
+    exemplars = _exemplars(ctx)
+    shot_ids = {x.id for x in exemplars}
     for split, examples in (("train", ctx.splits.train), ("val", ctx.splits.val)):
+        # An exemplar's own question would be answered from the prompt: not a fair sample.
+        examples = [e for e in examples if e.id not in shot_ids]
         rationales = generate_rationales(
             examples,
             ctx.large_lm,
@@ -205,17 +222,23 @@ def stage_teacher(ctx: RunContext) -> None:
             top_p=float(t.top_p),
             max_new_tokens=int(t.max_new_tokens),
             strip_answer=bool(t.strip_answer),
+            prompting=str(t.prompting),
+            exemplars=exemplars,
+            answer_max_new_tokens=int(t.answer_max_new_tokens),
         )
-        kept = training_pairs(examples, rationales, ctx.prompts, bool(t.filter_correct))
-        stats[split] = teacher_stats(rationales, len(kept))
+        stats[split] = teacher_stats(rationales, bool(t.filter_correct))
         write_jsonl(out_dir / f"{split}.jsonl", (r.to_dict() for r in rationales))
         log.info(
-            "teacher: %s: %d rationales, %.1f%% correct, %d kept",
+            "teacher: %s: %d rationales, %.1f%% correct, %d kept (%d of %d questions)",
             split,
             len(rationales),
             100 * stats[split]["correct_share"],
-            len(kept),
+            stats[split]["kept"],
+            stats[split]["questions_kept"],
+            stats[split]["questions"],
         )
+    if exemplars:
+        stats["exemplars"] = [x.id for x in exemplars]
     write_json(out_dir / "stats.json", stats)
     _mark_done(out_dir, fp)
     ctx.teacher = stats
@@ -229,7 +252,10 @@ def stage_distill(ctx: RunContext) -> None:
     if (done := _reused(out_dir, fp, cfg.force, "summary.json")) is not None:
         ctx.distill = done
         return
-    if not _is_done(ctx.run_dir / "teacher"):
+    d = cfg.distill
+    objective = str(d.objective)
+    # Vanilla fine-tuning (objective=answer) learns gold answers: it needs no teacher.
+    if objective != "answer" and not _is_done(ctx.run_dir / "teacher"):
         raise ConfigError(
             f"distill needs teacher rationales in {ctx.run_dir / 'teacher'}: add the teacher stage "
             "or point hydra.run.dir at a run that has them"
@@ -245,15 +271,16 @@ def stage_distill(ctx: RunContext) -> None:
     pairs = {
         split: training_pairs(
             examples,
-            [TeacherRationale(**r) for r in read_jsonl(ctx.run_dir / "teacher" / f"{split}.jsonl")],
+            _teacher_rationales(ctx, split) if objective != "answer" else [],
             ctx.prompts,
             bool(t.filter_correct),
+            objective=objective,
         )
         for split, examples in (("train", ctx.splits.train), ("val", ctx.splits.val))
     }
     # A from-scratch tokenizer (student.tokenizer=bpe) learns its vocabulary from the training pairs.
-    student = _build_student(cfg, corpus=[text for pair in pairs["train"] for text in pair])
-    d = cfg.distill
+    corpus = [text for pair in _all_pairs(pairs["train"]) for text in pair]
+    student = _build_student(cfg, corpus=corpus)
     datamodule = RationaleDataModule(
         student.tokenizer,
         pairs["train"],
@@ -266,12 +293,14 @@ def stage_distill(ctx: RunContext) -> None:
         num_workers=int(d.num_workers),
         seed=int(cfg.seed),
     )
+    alpha = float(d.alpha)
     module = RationaleDistiller(
         student.model,
         optimizer=instantiate(d.optimizer),
         scheduler=instantiate(d.scheduler) if d.get("scheduler") else None,
+        task_weights={PREDICT: alpha, EXPLAIN: 1.0 - alpha} if objective == "multitask" else None,
     )
-    has_val = len(pairs["val"]) > 0
+    has_val = pair_count(pairs["val"]) > 0
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
@@ -316,8 +345,9 @@ def stage_distill(ctx: RunContext) -> None:
             (c.get("best_model_score") for c in saved.get("callbacks", {}).values()), None
         )
     summary = {
-        "train_pairs": len(pairs["train"]),
-        "val_pairs": len(pairs["val"]),
+        "objective": objective,
+        "train_pairs": pair_count(pairs["train"]),
+        "val_pairs": pair_count(pairs["val"]),
         "steps": int(steps),
         "epochs": int(epochs),
         "best_val_loss": _float(best_loss),
@@ -327,6 +357,29 @@ def stage_distill(ctx: RunContext) -> None:
     write_json(out_dir / "summary.json", summary)
     _mark_done(out_dir, fp)
     ctx.distill = summary
+
+
+def _teacher_rationales(ctx: RunContext, split: str) -> list[TeacherRationale]:
+    return [TeacherRationale(**r) for r in read_jsonl(ctx.run_dir / "teacher" / f"{split}.jsonl")]
+
+
+def _all_pairs(pairs: list | dict) -> list[tuple[str, str]]:
+    return [p for ps in pairs.values() for p in ps] if isinstance(pairs, dict) else pairs
+
+
+def _exemplars(ctx: RunContext) -> list:
+    """Few-shot CoT exemplars (teacher.prompting=few_shot_cot): training questions with a gold
+    rationale; one clear line when the dataset has none."""
+    t = ctx.cfg.teacher
+    if t.prompting != "few_shot_cot":
+        return []
+    shots = few_shot_exemplars(ctx.splits.train, int(t.few_shot_k), int(ctx.cfg.seed))
+    if not shots:
+        raise ConfigError(
+            f"teacher.prompting=few_shot_cot: dataset={ctx.dataset_name} has no training question "
+            "with a gold rationale to use as an exemplar; use teacher.prompting=zero_shot_cot"
+        )
+    return shots
 
 
 def stage_refine(ctx: RunContext) -> None:
@@ -369,7 +422,7 @@ def stage_refine(ctx: RunContext) -> None:
             "split": split,
             "index": idx,
             "group": [f"{split}:{i}" for i in idx],
-            "inputs": [ctx.prompts.student_input(examples[i]) for i in idx],
+            "inputs": _student_inputs(ctx, [examples[i] for i in idx]),
             "questions": [examples[i].question for i in idx],
         }
 
@@ -581,8 +634,8 @@ def stage_evaluate(ctx: RunContext) -> None:
 
 
 def _student_stage(method: str) -> str | None:
-    """The stage whose student writes a method's rationales (None: no student)."""
-    if method.startswith("lm_guided_kd"):
+    """The stage whose student a method uses (None: no student)."""
+    if method.startswith(("lm_guided_kd", "finetune_cot", "vanilla_ft")):
         return "distill"
     if method.startswith("lm_guided_rl"):
         return "refine"
@@ -618,8 +671,7 @@ def _rationale_quality(
         rationales = [p.rationales[0] for p in preds]
         logprobs = None
         if reference is not None and scorer.scorer == "auto":
-            inputs = [ctx.prompts.student_input(x) for x in examples]
-            logprobs = score_rationales(reference, inputs, rationales)
+            logprobs = score_rationales(reference, _student_inputs(ctx, examples), rationales)
         comps, failures = scorer.components(
             examples, rationales, names=ASPECT_NAMES, token_logprobs=logprobs
         )
@@ -705,7 +757,10 @@ def _predict(method: str, examples, ctx: RunContext, student: Student | None) ->
             examples, [[r] for r in rationales], lm, prompts, int(e.answer_max_new_tokens)
         )
     assert student is not None
-    inputs = [prompts.student_input(x) for x in examples]
+    objective = str(ctx.cfg.distill.objective)
+    answers_alone = method.startswith(("finetune_cot", "vanilla_ft"))
+    task = answer_task(objective) if answers_alone else explain_task(objective)
+    inputs = [prompts.student_input(x, task) for x in examples]
     if not method.endswith("_sc"):
         sampling: dict = {}
     else:
@@ -717,7 +772,7 @@ def _predict(method: str, examples, ctx: RunContext, student: Student | None) ->
         }
     k = sampling.get("num_samples", 1)
     with tqdm(total=len(inputs), desc=f"student {method}", unit="question", mininterval=2.0) as bar:
-        rationales = student_rationales(
+        outputs = student_rationales(
             student,
             inputs,
             batch_size=max(1, int(e.student_batch_size) // k),
@@ -725,7 +780,16 @@ def _predict(method: str, examples, ctx: RunContext, student: Student | None) ->
             progress=bar.update,
             **sampling,
         )
+    if answers_alone:
+        return M.student_answers(examples, outputs, objective)
+    rationales = [[rationale_of(objective, o) for o in outs] for outs in outputs]
     return M.answer_with_rationales(examples, rationales, lm, prompts, int(e.answer_max_new_tokens))
+
+
+def _student_inputs(ctx: RunContext, examples: list) -> list[str]:
+    """The student's inputs when it writes rationales (a multitask student: "explain:")."""
+    task = explain_task(str(ctx.cfg.distill.objective))
+    return [ctx.prompts.student_input(x, task) for x in examples]
 
 
 # -- building blocks ---------------------------------------------------------------------------
@@ -932,6 +996,16 @@ def _check_settings(cfg: DictConfig) -> None:
         )
     if int(t.num_samples) < 1:
         raise ConfigError(f"teacher.num_samples={t.num_samples}: must be >= 1")
+    if t.prompting not in PROMPTINGS:
+        raise ConfigError(
+            f"teacher.prompting={t.prompting!r}: allowed values are {list(PROMPTINGS)}"
+        )
+    if int(t.few_shot_k) < 1 or int(t.answer_max_new_tokens) < 1:
+        raise ConfigError(
+            f"teacher.few_shot_k={t.few_shot_k}, teacher.answer_max_new_tokens="
+            f"{t.answer_max_new_tokens}: both must be >= 1"
+        )
+    _check_objective(cfg)
     if float(t.temperature) < 0 or not 0 < float(t.top_p) <= 1:
         raise ConfigError(
             f"teacher.temperature={t.temperature}, teacher.top_p={t.top_p}: need temperature >= 0 "
@@ -950,6 +1024,33 @@ def _check_settings(cfg: DictConfig) -> None:
             raise ConfigError(f"evaluation.{key}={e[key]}: must be >= 1")
     RewardScorer.from_config(cfg.reward, large_lm=None, prompts=None)  # type: ignore[arg-type]
     _check_rl(cfg.rl)
+
+
+def _check_objective(cfg: DictConfig) -> None:
+    """The student's objective against what the run asks of it."""
+    d = cfg.distill
+    objective = d.objective
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"distill.objective={objective!r}: allowed values are {list(OBJECTIVES)}")
+    if not 0.0 <= float(d.alpha) <= 1.0:
+        raise ConfigError(f"distill.alpha={d.alpha}: must be within [0, 1]")
+    needs = {
+        "lm_guided": (WRITES_RATIONALES, "writes rationales for the large LM"),
+        "finetune_cot": (("rationale_answer", "multitask"), "answers with its own rationale"),
+        "vanilla_ft": (("answer",), "was fine-tuned on answers alone"),
+    }
+    for method in cfg.evaluation.methods:
+        for prefix, (allowed, what) in needs.items():
+            if method.startswith(prefix) and objective not in allowed:
+                raise ConfigError(
+                    f"evaluation.methods: {method} needs a student that {what} "
+                    f"(distill.objective in {list(allowed)}), got distill.objective={objective}"
+                )
+    if "refine" in cfg.stages and objective not in ("rationale", "multitask"):
+        raise ConfigError(
+            f"stages: refine trains a rationale writer (distill.objective=rationale or multitask), "
+            f"got distill.objective={objective}; drop refine from stages"
+        )
 
 
 def _check_rl(r: DictConfig) -> None:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from lmgcot.errors import BackendError, ConfigError
-from lmgcot.pipeline import METHODS, run
+from lmgcot.eval.methods import PAPER_METHODS
+from lmgcot.pipeline import run
 from lmgcot.rewards.aspects import ASPECTS
 
 
@@ -15,7 +16,7 @@ def test_offline_default_runs_end_to_end_and_writes_results(compose_cfg, tmp_pat
     results = run(compose_cfg())
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["methods"] == results["methods"]
-    assert list(results["methods"]) == list(METHODS)
+    assert list(results["methods"]) == list(PAPER_METHODS)
     for m in results["methods"].values():
         assert 0.0 <= m["em"] <= m["f1"] + 1e-9 <= 1.0 + 1e-9
         assert m["n"] == 8
@@ -120,7 +121,7 @@ def test_official_format_dataset_with_local_hf_large_lm(
         "student.max_source_length=128",
     )
     results = run(cfg)
-    assert set(results["methods"]) == set(METHODS)
+    assert set(results["methods"]) == set(PAPER_METHODS)
     assert all(m["n"] == 6 for m in results["methods"].values())
     assert results["setup"]["large_lm"].startswith("hf:")
     assert results["setup"]["dataset"] == dataset
@@ -135,7 +136,7 @@ def test_a_stage_run_alone_is_reused_by_the_next_invocation(compose_cfg):
     # The teacher's rationales come from the run directory, not from the large LM or its cache.
     assert "teacher" not in rest["llm"]["by_stage"]
     assert rest["teacher"] == first["teacher"]
-    assert set(rest["methods"]) == set(METHODS)
+    assert set(rest["methods"]) == set(PAPER_METHODS)
 
 
 def test_the_same_seed_reproduces_a_run_and_another_seed_does_not(tmp_path):

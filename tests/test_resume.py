@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_STUDENT
 
-from lmgcot.pipeline import METHODS
+from lmgcot.eval.methods import PAPER_METHODS
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
 
@@ -63,7 +63,7 @@ def test_killed_run_resumes_in_the_same_run_directory(tmp_path: Path):
     assert "teacher" not in results["llm"]["by_stage"]  # reused, not regenerated
     assert "resumed from" in (run_dir / "lmgcot.log").read_text()
     assert results["distill"]["steps"] == 1500
-    assert set(results["methods"]) == set(METHODS)
+    assert set(results["methods"]) == set(PAPER_METHODS)
 
 
 def test_killed_refine_stage_resumes_from_its_step_with_the_kl_state(tmp_path: Path):

@@ -1,10 +1,11 @@
-"""Reading and checking the official HotpotQA-style JSON format shared by hotpotqa and 2wiki."""
+"""Reading and checking the official HotpotQA-style JSON format shared by hotpotqa and 2wiki, and
+the source selection (one file, train + eval files, or the HF hub) every file-backed dataset shares."""
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,18 @@ class OfficialFormatDataset(QADataset):
       path: one local file; split by `split_fractions` with `seed`.
       train_path + eval_path: official train and dev files; train -> train, dev halves -> val/test.
       hub_name (+ hub_config): `datasets.load_dataset`; hub train -> train/val (val is a seeded
-        slice of `max_val` records, or 10%), hub validation -> test.
+        slice of `max_val` records, or 10%), hub `hub_eval_split` -> test.
+
+    Datasets in other official formats (`lmgcot.data.reasoning_official`) keep these sources and
+    override `read_file` (one file -> validated examples) and `hub_record` (one hub record ->
+    `Example`).
     """
 
     allowed_types: tuple[str, ...] | None = None  # None: any non-empty string
     sample_file: Path | None = None
+    file_kind = "JSON file"  # what `dataset.path` holds, for the no-source message
+    id_name = "_id"  # the record field holding the id, for duplicate and leak messages
+    hub_eval_split = "validation"  # the hub split that becomes test
 
     def __init__(
         self,
@@ -51,7 +59,7 @@ class OfficialFormatDataset(QADataset):
             )
         if not (path or train_path or hub_name):
             raise ConfigError(
-                f"{self.name}: no data source: set dataset.path to a local JSON file "
+                f"{self.name}: no data source: set dataset.path to a local {self.file_kind} "
                 "(or dataset.train_path and dataset.eval_path, or dataset.hub_name)"
             )
         self.path = str(path) if path else None
@@ -61,13 +69,21 @@ class OfficialFormatDataset(QADataset):
 
     def load_splits(self) -> Splits:
         if self.path:
-            return self.split(read_examples(self.path, self.allowed_types))
+            return self.split(self.read_file(self.path))
         if self.train_path and self.eval_path:
-            train = read_examples(self.train_path, self.allowed_types)
-            dev = read_examples(self.eval_path, self.allowed_types)
-            _check_disjoint(train, dev, self.train_path, self.eval_path)
+            train = self.read_file(self.train_path)
+            dev = self.read_file(self.eval_path)
+            _check_disjoint(train, dev, self.train_path, self.eval_path, self.id_name)
             return self.split_train_dev(train, dev)
         return self.load_hub()
+
+    def read_file(self, path: str) -> list[Example]:
+        """One local file -> its examples, every record validated (ids unique within the file)."""
+        return read_examples(path, self.allowed_types)
+
+    def hub_record(self, raw: Mapping[str, Any], source: str, index: int, split: str) -> Example:
+        """Record `index` of hub split `split` (named `source` in errors) -> `Example`."""
+        return hub_record_to_example(raw, source, index, self.allowed_types)
 
     def split_train_dev(self, train: list[Example], dev: list[Example]) -> Splits:
         """Train file -> train; dev file shuffled and halved -> val/test. Seeded, then capped."""
@@ -80,7 +96,7 @@ class OfficialFormatDataset(QADataset):
         return self.cap(Splits(train, dev[:half], dev[half:]))
 
     def split_hub(self, train: list[Example], test: list[Example]) -> Splits:
-        """Hub train -> train/val (val: `max_val` records or 10%, seeded); validation -> test."""
+        """Hub train -> train/val (val: `max_val` records or 10%, seeded); the eval split -> test."""
         pool = list(train)
         random.Random(self.seed).shuffle(pool)
         n_val = (
@@ -95,28 +111,28 @@ class OfficialFormatDataset(QADataset):
         args = (self.hub_name,) if self.hub_config is None else (self.hub_name, self.hub_config)
         ds = datasets.load_dataset(*args)
         where = self.hub_name if self.hub_config is None else f"{self.hub_name}/{self.hub_config}"
-        for needed in ("train", "validation"):
+        hub_splits = ("train", self.hub_eval_split)
+        for needed in hub_splits:
             if needed not in ds:
                 raise ConfigError(
                     f"{self.name}: hub dataset {where} has splits {sorted(ds)}, "
-                    f"need 'train' and 'validation'"
+                    f"need 'train' and '{self.hub_eval_split}'"
                 )
         splits = {}
-        for hub_split in ("train", "validation"):
+        for hub_split in hub_splits:
             source = f"{where}[{hub_split}]"
             examples = [
-                hub_record_to_example(rec, source, i, self.allowed_types)
-                for i, rec in enumerate(ds[hub_split])
+                self.hub_record(rec, source, i, hub_split) for i, rec in enumerate(ds[hub_split])
             ]
-            _check_unique_ids(examples, source)
+            check_unique_ids(examples, source, self.id_name)
             splits[hub_split] = examples
-        return self.split_hub(splits["train"], splits["validation"])
+        return self.split_hub(*(splits[name] for name in hub_splits))
 
 
 def read_examples(path: str | Path, allowed_types: Sequence[str] | None = None) -> list[Example]:
     """Read and fully validate one official-format file; the first problem raises `DataError`."""
     source = str(path)
-    records = _load_json_list(Path(path), source)
+    records = load_json_list(Path(path), source)
     return parse_records(records, source, allowed_types)
 
 
@@ -125,7 +141,7 @@ def parse_records(
 ) -> list[Example]:
     """Validate a list of official-format records (as loaded from JSON) and convert them."""
     examples = [parse_record(raw, source, i, allowed_types) for i, raw in enumerate(records)]
-    _check_unique_ids(examples, source)
+    check_unique_ids(examples, source)
     return examples
 
 
@@ -135,7 +151,7 @@ def parse_record(
     """One official-format record -> `Example`. Errors name the record by `_id`, else `#index`."""
     label = f"#{index}"
     if not isinstance(raw, Mapping):
-        raise DataError(source, f"is {_json_type(raw)}, expected an object", label)
+        raise DataError(source, f"is {json_type(raw)}, expected an object", label)
     if isinstance(raw.get("_id"), str) and raw["_id"].strip():
         label = raw["_id"]
 
@@ -145,10 +161,10 @@ def parse_record(
     for name in REQUIRED_FIELDS:
         if name not in raw:
             raise fail(f"missing field '{name}'")
-    rid = _typed(raw, "_id", str, "a string", fail)
-    question = _typed(raw, "question", str, "a string", fail)
-    answer = _typed(raw, "answer", str, "a string", fail)
-    qtype = _typed(raw, "type", str, "a string", fail)
+    rid = typed_field(raw, "_id", str, "a string", fail)
+    question = typed_field(raw, "question", str, "a string", fail)
+    answer = typed_field(raw, "answer", str, "a string", fail)
+    qtype = typed_field(raw, "type", str, "a string", fail)
     if not rid.strip():
         raise fail("_id is empty")
     if not question.strip():
@@ -161,11 +177,11 @@ def parse_record(
         raise fail(f"type {qtype!r} is not one of {', '.join(allowed_types)}")
     level = raw.get("level")
     if level is not None and not isinstance(level, str):
-        raise fail(f"field 'level' is {_json_type(level)}, expected a string")
+        raise fail(f"field 'level' is {json_type(level)}, expected a string")
 
-    context = _parse_context(_typed(raw, "context", list, "a list", fail), fail)
+    context = _parse_context(typed_field(raw, "context", list, "a list", fail), fail)
     facts = _parse_supporting_facts(
-        _typed(raw, "supporting_facts", list, "a list", fail), context, fail
+        typed_field(raw, "supporting_facts", list, "a list", fail), context, fail
     )
     evidences = _parse_evidences(raw.get("evidences", []), fail)
     aliases = _parse_aliases(raw.get("answer_aliases", []), answer, fail)
@@ -208,27 +224,49 @@ def hub_record_to_example(
     return parse_record(official, source, index, allowed_types)
 
 
-def _load_json_list(path: Path, source: str) -> list[Any]:
+def read_text(path: Path, source: str) -> str:
+    """A data file's text; a missing, non-UTF-8 or empty file raises `DataError`."""
     if not path.is_file():
         raise DataError(source, "file not found" if not path.exists() else "not a file")
     try:
-        with path.open(encoding="utf-8") as f:
-            data = json.load(f)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(source, f"not UTF-8 text (byte {err.start})") from None
+    if not text.strip():
+        raise DataError(source, "empty file")
+    return text
+
+
+def load_json_list(path: Path, source: str) -> list[Any]:
+    """A JSON file holding a non-empty list of records (not yet checked)."""
+    try:
+        data = json.loads(read_text(path, source))
     except json.JSONDecodeError as err:
         raise DataError(
             source, f"bad JSON at line {err.lineno} column {err.colno}: {err.msg}"
         ) from None
-    except UnicodeDecodeError as err:
-        raise DataError(source, f"not UTF-8 text (byte {err.start})") from None
     if not isinstance(data, list):
-        raise DataError(source, f"top level is {_json_type(data)}, expected a list of records")
+        raise DataError(source, f"top level is {json_type(data)}, expected a list of records")
+    if not data:
+        raise DataError(source, "no records (an empty list)")
     return data
 
 
-def _typed(raw: Mapping[str, Any], name: str, kind: type, expected: str, fail) -> Any:
+def typed_field(
+    raw: Mapping[str, Any],
+    name: str,
+    kind: type,
+    expected: str,
+    fail: Callable[[str], DataError],
+    shown: str | None = None,
+) -> Any:
+    """A required field of type `kind`; `shown` is its name in messages (dotted when nested)."""
+    shown = shown or name
+    if name not in raw:
+        raise fail(f"missing field '{shown}'")
     value = raw[name]
     if not isinstance(value, kind):
-        raise fail(f"field '{name}' is {_json_type(value)}, expected {expected}")
+        raise fail(f"field '{shown}' is {json_type(value)}, expected {expected}")
     return value
 
 
@@ -238,20 +276,18 @@ def _parse_context(entries: list[Any], fail) -> tuple[Paragraph, ...]:
     paragraphs = []
     for i, entry in enumerate(entries):
         if not (isinstance(entry, list) and len(entry) == 2):
-            raise fail(f"context[{i}] is {_json_type(entry)}, expected [title, [sentence, ...]]")
+            raise fail(f"context[{i}] is {json_type(entry)}, expected [title, [sentence, ...]]")
         title, sentences = entry
         if not isinstance(title, str):
-            raise fail(f"context[{i}] title is {_json_type(title)}, expected a string")
+            raise fail(f"context[{i}] title is {json_type(title)}, expected a string")
         if not isinstance(sentences, list):
-            raise fail(
-                f"paragraph {title!r} sentences are {_json_type(sentences)}, expected a list"
-            )
+            raise fail(f"paragraph {title!r} sentences are {json_type(sentences)}, expected a list")
         if not sentences:
             raise fail(f"paragraph {title!r} has no sentences")
         for j, sent in enumerate(sentences):
             if not isinstance(sent, str):
                 raise fail(
-                    f"paragraph {title!r} sentence {j} is {_json_type(sent)}, expected a string"
+                    f"paragraph {title!r} sentence {j} is {json_type(sent)}, expected a string"
                 )
         paragraphs.append(Paragraph(title, tuple(sentences)))
     return tuple(paragraphs)
@@ -290,7 +326,7 @@ def _parse_supporting_facts(
 
 def _parse_evidences(entries: Any, fail) -> tuple[tuple[str, str, str], ...]:
     if not isinstance(entries, list):
-        raise fail(f"field 'evidences' is {_json_type(entries)}, expected a list")
+        raise fail(f"field 'evidences' is {json_type(entries)}, expected a list")
     out = []
     for i, entry in enumerate(entries):
         if not (
@@ -303,7 +339,7 @@ def _parse_evidences(entries: Any, fail) -> tuple[tuple[str, str, str], ...]:
 
 def _parse_aliases(entries: Any, answer: str, fail) -> tuple[str, ...]:
     if not isinstance(entries, list):
-        raise fail(f"field 'answer_aliases' is {_json_type(entries)}, expected a list")
+        raise fail(f"field 'answer_aliases' is {json_type(entries)}, expected a list")
     out: list[str] = []
     for i, alias in enumerate(entries):
         if not isinstance(alias, str) or not alias.strip():
@@ -314,22 +350,33 @@ def _parse_aliases(entries: Any, answer: str, fail) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _check_unique_ids(examples: list[Example], source: str) -> None:
+def check_unique_ids(
+    examples: list[Example],
+    source: str,
+    id_name: str = "_id",
+    places: Sequence[str] | None = None,
+) -> None:
+    """The first repeated id raises `DataError`; `places` name where each example came from
+    ("line 7"), by default its index ("record #7")."""
+    if places is None:
+        places = [f"record #{i}" for i in range(len(examples))]
     first: dict[str, int] = {}
     for i, ex in enumerate(examples):
         if ex.id in first:
             raise DataError(
-                source, f"duplicate _id (record #{i} repeats record #{first[ex.id]})", ex.id
+                source, f"duplicate {id_name} ({places[i]} repeats {places[first[ex.id]]})", ex.id
             )
         first[ex.id] = i
 
 
-def _check_disjoint(train: list[Example], dev: list[Example], train_src: str, dev_src: str) -> None:
+def _check_disjoint(
+    train: list[Example], dev: list[Example], train_src: str, dev_src: str, id_name: str
+) -> None:
     # A question in both files would leak evaluation data into training.
     train_ids = {ex.id for ex in train}
     for ex in dev:
         if ex.id in train_ids:
-            raise DataError(dev_src, f"_id also appears in the train file {train_src}", ex.id)
+            raise DataError(dev_src, f"{id_name} also appears in the train file {train_src}", ex.id)
 
 
 def _columns_to_rows(value: Any, keys: tuple[str, str], name: str, source: str, label: str) -> Any:
@@ -354,7 +401,7 @@ def _columns_to_rows(value: Any, keys: tuple[str, str], name: str, source: str, 
     ]
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):

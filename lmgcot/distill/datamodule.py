@@ -16,11 +16,14 @@ PAD_MULTIPLE = 32
 
 
 class RationaleDataModule(pl.LightningDataModule):
+    """Pairs are (input, target) lists; for a multitask student, a dict of aligned lists per task
+    ({"predict": [...], "explain": [...]}) whose batches hold every task of the same examples."""
+
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
-        train_pairs: list[tuple[str, str]],
-        val_pairs: list[tuple[str, str]],
+        train_pairs: list[tuple[str, str]] | dict[str, list[tuple[str, str]]],
+        val_pairs: list[tuple[str, str]] | dict[str, list[tuple[str, str]]],
         max_source_length: int,
         max_target_length: int,
         batch_size: int = 16,
@@ -35,8 +38,9 @@ class RationaleDataModule(pl.LightningDataModule):
         self.tokenizer = tokenizer
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.group_by_length, self.num_workers, self.seed = group_by_length, num_workers, seed
-        self.train = PairDataset(tokenizer, train_pairs, max_source_length, max_target_length)
-        self.val = PairDataset(tokenizer, val_pairs, max_source_length, max_target_length)
+        lengths = (max_source_length, max_target_length)
+        self.train = _dataset(tokenizer, train_pairs, *lengths)
+        self.val = _dataset(tokenizer, val_pairs, *lengths)
 
     def train_dataloader(self) -> DataLoader:
         # Under a multi-process strategy each process takes its own share of the batches (the
@@ -82,7 +86,21 @@ class RationaleDataModule(pl.LightningDataModule):
         )
 
     def collate(self, items: list[dict]) -> dict:
-        return collate_pairs(items, self.tokenizer.pad_token_id)
+        pad = self.tokenizer.pad_token_id
+        if items and "input_ids" not in items[0]:
+            return {task: collate_pairs([x[task] for x in items], pad) for task in items[0]}
+        return collate_pairs(items, pad)
+
+
+def _dataset(tokenizer, pairs, max_source_length: int, max_target_length: int) -> Dataset:
+    if isinstance(pairs, dict):
+        return TaskPairDataset(
+            {
+                task: PairDataset(tokenizer, p, max_source_length, max_target_length)
+                for task, p in pairs.items()
+            }
+        )
+    return PairDataset(tokenizer, pairs, max_source_length, max_target_length)
 
 
 class PairDataset(Dataset):
@@ -100,6 +118,23 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+
+
+class TaskPairDataset(Dataset):
+    """Aligned pair datasets, one per task: item i is {task: that task's pair i}."""
+
+    def __init__(self, tasks: dict[str, PairDataset]):
+        sizes = {task: len(d) for task, d in tasks.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"multitask pairs must be aligned; sizes per task: {sizes}")
+        self.tasks = tasks
+        self.lengths = [sum(ls) for ls in zip(*(d.lengths for d in tasks.values()))]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> dict:
+        return {task: d[i] for task, d in self.tasks.items()}
 
 
 def collate_pairs(items: list[dict], pad_id: int) -> dict:

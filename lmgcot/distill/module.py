@@ -10,31 +10,53 @@ from transformers import PreTrainedModel
 
 
 class RationaleDistiller(pl.LightningModule):
-    """Teacher-forced cross-entropy on the teacher's rationales. The optimiser and scheduler come
-    from config as partials and are finished here, where the parameters and step count are known."""
+    """Teacher-forced cross-entropy on the student's targets (`distill.objective`). A multitask
+    batch ({task: batch}) is weighted by `task_weights`: distilling step-by-step's
+    alpha * predict + (1 - alpha) * explain, each term the token mean of its own task. The optimiser
+    and scheduler come from config as partials and are finished here, where the parameters and
+    step count are known."""
 
     def __init__(
         self,
         model: PreTrainedModel,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        task_weights: dict[str, float] | None = None,
     ):
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.task_weights = dict(task_weights or {})
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.model(**batch).loss
+        return self.task_losses(batch)["loss"]
+
+    def task_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """{"loss": the weighted total, and per task of a multitask batch its own loss}."""
+        if "input_ids" in batch:
+            return {"loss": self.model(**batch).loss}
+        unknown = set(batch) - set(self.task_weights)
+        if unknown:
+            raise ValueError(f"batch tasks {sorted(unknown)} have no weight {self.task_weights}")
+        out = {task: self.model(**b).loss for task, b in batch.items()}
+        out["loss"] = sum(self.task_weights[t] * loss for t, loss in out.items())
+        return out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        return loss
+        losses = self.task_losses(batch)
+        self._log("train", losses, batch)
+        return losses["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss = self(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self._log("val", self.task_losses(batch), batch)
+
+    def _log(self, split: str, losses: dict[str, torch.Tensor], batch: dict) -> None:
+        size = _batch_size(batch)
+        self.log(f"{split}/loss", losses["loss"], prog_bar=True, batch_size=size)
+        for task, loss in losses.items():
+            if task != "loss":
+                self.log(f"{split}/loss_{task}", loss, batch_size=size)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.model.parameters())
@@ -47,3 +69,9 @@ class RationaleDistiller(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def _batch_size(batch: dict) -> int:
+    if "input_ids" in batch:
+        return batch["input_ids"].shape[0]
+    return next(iter(batch.values()))["input_ids"].shape[0]

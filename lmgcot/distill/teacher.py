@@ -6,18 +6,22 @@ reuse; the calls themselves also go through the persistent call cache, so regene
 
 from __future__ import annotations
 
+import random
+import re
 from dataclasses import asdict, dataclass
 
 from lmgcot.data.example import Example
 from lmgcot.eval.answers import split_rationale_answer
-from lmgcot.eval.metrics import best_over_golds
+from lmgcot.eval.typed_answers import read_answer, score_answer
 from lmgcot.llm.base import GenerationParams, LargeLM
 from lmgcot.prompts import PromptTemplates
+from lmgcot.student.objectives import EXPLAIN, PREDICT, rationale_answer_target
 
 
 @dataclass(frozen=True)
 class TeacherRationale:
-    """One sampled rationale for one question; `answer` is what it concludes, `correct` its EM."""
+    """One sampled rationale for one question; `answer` is what it concludes (for zero-shot-CoT:
+    the answer step's reply), `correct` its EM."""
 
     id: str
     sample: int
@@ -30,6 +34,9 @@ class TeacherRationale:
         return asdict(self)
 
 
+PROMPTINGS = ("cot", "zero_shot_cot", "few_shot_cot")
+
+
 def generate_rationales(
     examples: list[Example],
     large_lm: LargeLM,
@@ -39,30 +46,74 @@ def generate_rationales(
     top_p: float = 1.0,
     max_new_tokens: int = 256,
     strip_answer: bool = True,
+    prompting: str = "cot",
+    exemplars: list[Example] | None = None,
+    answer_max_new_tokens: int = 32,
 ) -> list[TeacherRationale]:
-    """D=`num_samples` CoT rationales per example, each a distinct cached call."""
+    """D=`num_samples` CoT rationales per example, each a distinct cached call.
+
+    prompting:
+      cot            one call; the answer is read from the rationale's own conclusion
+                     ("So the answer is X"), as LM-Guided CoT's teacher does.
+      zero_shot_cot  Fine-tune-CoT's two steps: "Q: ...\nA: Let's think step by step." for the
+                     rationale, then that prompt, the rationale and "Therefore, the answer is" for
+                     the answer (one greedy call per sample).
+      few_shot_cot   `exemplars` (question, gold rationale, answer) before the question's CoT
+                     prompt; the answer is read from the completion, which is cut where the model
+                     starts a new question.
+    """
     if num_samples < 1:
         raise ValueError(f"teacher.num_samples={num_samples}: must be >= 1")
+    if prompting not in PROMPTINGS:
+        raise ValueError(f"teacher.prompting={prompting!r}: allowed values are {PROMPTINGS}")
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-    completions = large_lm.generate(
-        [prompts.cot_prompt(e) for e in examples], params, n=num_samples
-    )
+    if prompting == "few_shot_cot":
+        shots = list(exemplars or [])
+        texts = [prompts.few_shot_prompt(e, shots) for e in examples]
+    else:
+        texts = [prompts.cot_prompt(e) for e in examples]
+    completions = [
+        [_own_block(c.text) if prompting == "few_shot_cot" else c.text for c in samples]
+        for samples in large_lm.generate(texts, params, n=num_samples)
+    ]
+    if prompting == "zero_shot_cot":
+        steps = [
+            prompts.answer_step_prompt(e, text)
+            for e, samples in zip(examples, completions)
+            for text in samples
+        ]
+        replies = iter(large_lm.generate(steps, GenerationParams(answer_max_new_tokens)))
+        answer_texts = [[next(replies)[0].text for _ in samples] for samples in completions]
+    else:
+        answer_texts = completions
     out = []
-    for example, samples in zip(examples, completions):
-        for i, c in enumerate(samples):
-            rationale, answer = split_rationale_answer(c.text)
-            em, _ = best_over_golds(answer, example.gold_answers)
+    for example, samples, answers in zip(examples, completions, answer_texts):
+        for i, (text, answer_text) in enumerate(zip(samples, answers)):
+            answer = read_answer(example.answer_type, answer_text)
+            em, _ = score_answer(example.answer_type, answer, example.gold_answers)
             out.append(
                 TeacherRationale(
                     id=example.id,
                     sample=i,
-                    rationale=rationale if strip_answer else c.text.strip(),
+                    rationale=split_rationale_answer(text)[0] if strip_answer else text.strip(),
                     answer=answer,
                     correct=em == 1.0,
-                    completion=c.text,
+                    completion=text,
                 )
             )
     return out
+
+
+def few_shot_exemplars(examples: list[Example], k: int, seed: int) -> list[Example]:
+    """`k` training examples with a gold rationale, drawn with `seed`, for few-shot CoT."""
+    pool = [e for e in examples if e.rationale]
+    random.Random(seed).shuffle(pool)
+    return pool[:k]
+
+
+def _own_block(text: str) -> str:
+    """A few-shot completion up to where the model goes on to write a next "Q:" block."""
+    return re.split(r"\n\s*\nQ:|\nQ:", text, maxsplit=1)[0]
 
 
 def training_pairs(
@@ -70,24 +121,59 @@ def training_pairs(
     rationales: list[TeacherRationale],
     prompts: PromptTemplates,
     filter_correct: bool = True,
-) -> list[tuple[str, str]]:
-    """(student input, target rationale) pairs; with `filter_correct`, wrong-answer rationales and
-    empty ones are dropped."""
+    objective: str = "rationale",
+) -> list[tuple[str, str]] | dict[str, list[tuple[str, str]]]:
+    """What the student is trained on, per `objective` (`lmgcot.student.objectives`):
+
+    rationale          (input, rationale) per kept rationale;
+    rationale_answer   (input, "rationale --> answer") with the teacher's answer;
+    multitask          {"predict": [("predict: " input, gold answer)], "explain": [("explain: "
+                       input, rationale)]}, aligned: one of each per kept rationale;
+    answer             (input, gold answer) per example, no rationales (vanilla fine-tuning).
+
+    With `filter_correct`, rationales whose answer is wrong are dropped; empty ones always are.
+    """
+    if objective == "answer":
+        return [(prompts.student_input(e), e.answer) for e in examples]
     by_id = {e.id: e for e in examples}
-    pairs = []
-    for r in rationales:
-        if not r.rationale.strip() or (filter_correct and not r.correct):
-            continue
-        pairs.append((prompts.student_input(by_id[r.id]), r.rationale))
-    return pairs
+    kept = _kept(rationales, filter_correct)
+    if objective == "multitask":
+        return {
+            PREDICT: [
+                (prompts.student_input(by_id[r.id], PREDICT), by_id[r.id].answer) for r in kept
+            ],
+            EXPLAIN: [(prompts.student_input(by_id[r.id], EXPLAIN), r.rationale) for r in kept],
+        }
+    if objective == "rationale_answer":
+        return [
+            (prompts.student_input(by_id[r.id]), rationale_answer_target(r.rationale, r.answer))
+            for r in kept
+        ]
+    return [(prompts.student_input(by_id[r.id]), r.rationale) for r in kept]
 
 
-def teacher_stats(rationales: list[TeacherRationale], kept: int) -> dict:
+def pair_count(pairs: list | dict) -> int:
+    """Training examples in `training_pairs` output (a multitask pair counts once)."""
+    return len(pairs[EXPLAIN]) if isinstance(pairs, dict) else len(pairs)
+
+
+def teacher_stats(rationales: list[TeacherRationale], filter_correct: bool = True) -> dict:
+    """Counts for results.json: rationales and questions, the share correct, and how many
+    rationales (and questions with at least one) the filter kept: diverse reasoning's yield."""
     n = len(rationales)
+    kept = _kept(rationales, filter_correct)
+    questions = len({r.id for r in rationales})
+    covered = len({r.id for r in kept})
     return {
         "rationales": n,
-        "questions": len({r.id for r in rationales}),
+        "questions": questions,
         "correct_share": sum(r.correct for r in rationales) / n if n else 0.0,
-        "kept": kept,
-        "kept_share": kept / n if n else 0.0,
+        "kept": len(kept),
+        "kept_share": len(kept) / n if n else 0.0,
+        "questions_kept": covered,
+        "questions_kept_share": covered / questions if questions else 0.0,
     }
+
+
+def _kept(rationales: list[TeacherRationale], filter_correct: bool) -> list[TeacherRationale]:
+    return [r for r in rationales if r.rationale.strip() and (r.correct or not filter_correct)]

@@ -5,6 +5,15 @@ cot              the large LM writes its own rationale, then answers given it
 lm_guided_kd     the distilled student writes a rationale (greedy); the large LM answers given it
 lm_guided_kd_sc  self-consistency: k sampled student rationales, one large-LM answer each, majority
                  vote over normalised answers (ties go to the answer seen first)
+lm_guided_rl(_sc) the same with the RL-refined student
+finetune_cot     Fine-tune-CoT: the student answers alone, no large LM: it writes
+                 "rationale --> answer" (distill.objective=rationale_answer), or answers under the
+                 "predict:" prefix (multitask, distilling step-by-step)
+finetune_cot_sc  majority vote over k sampled student outputs
+vanilla_ft       the student fine-tuned on answers only (distill.objective=answer) answers alone:
+                 the no-rationale baseline
+
+Answers are read and scored by the example's answer type (`lmgcot.eval.typed_answers`).
 """
 
 from __future__ import annotations
@@ -12,13 +21,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from lmgcot.data.example import Example
-from lmgcot.eval.answers import extract_answer, majority_vote, split_rationale_answer
-from lmgcot.eval.metrics import aggregate, best_over_golds
+from lmgcot.eval.answers import majority_vote, split_rationale_answer
+from lmgcot.eval.metrics import aggregate
+from lmgcot.eval.typed_answers import read_answer, score_answer
 from lmgcot.llm.base import GenerationParams, LargeLM
 from lmgcot.prompts import PromptTemplates
+from lmgcot.student.objectives import parse_rationale_answer
 
-# Every method, in the order tables list them (the names results.json uses).
-METHODS = (
+# The LM-Guided CoT paper's methods (evaluation.methods by default), then the student-alone ones;
+# every method, in the order tables list them (the names results.json uses).
+PAPER_METHODS = (
     "standard",
     "cot",
     "lm_guided_kd",
@@ -26,6 +38,7 @@ METHODS = (
     "lm_guided_rl",
     "lm_guided_rl_sc",
 )
+METHODS = (*PAPER_METHODS, "finetune_cot", "finetune_cot_sc", "vanilla_ft")
 
 
 @dataclass
@@ -51,7 +64,9 @@ def answer_standard(
 ) -> list[Prediction]:
     params = GenerationParams(max_new_tokens=max_new_tokens)
     replies = large_lm.generate([prompts.standard_prompt(e) for e in examples], params)
-    return [_score(e, [], [extract_answer(r[0].text)]) for e, r in zip(examples, replies)]
+    return [
+        _score(e, [], [read_answer(e.answer_type, r[0].text)]) for e, r in zip(examples, replies)
+    ]
 
 
 def large_lm_rationales(
@@ -76,8 +91,30 @@ def answer_with_rationales(
     replies = iter(large_lm.generate(flat, params))
     out = []
     for example, rs in zip(examples, rationales):
-        answers = [extract_answer(next(replies)[0].text) for _ in rs]
+        answers = [read_answer(example.answer_type, next(replies)[0].text) for _ in rs]
         out.append(_score(example, rs, answers))
+    return out
+
+
+def student_answers(
+    examples: list[Example], outputs: list[list[str]], objective: str
+) -> list[Prediction]:
+    """Predictions of a student that answers alone, from its outputs (one or k per example):
+    `rationale --> answer` outputs are split (`parse_rationale_answer`), answer-only outputs read
+    whole. Several outputs per example are majority-voted."""
+    out = []
+    for example, texts in zip(examples, outputs):
+        rationales, answers = [], []
+        for text in texts:
+            if objective == "rationale_answer":
+                rationale, answer = parse_rationale_answer(text, example.answer_type)
+                rationales.append(rationale)
+            else:
+                answer = read_answer(example.answer_type, text)
+                if not answer and example.answer_type == "string":
+                    answer = text.strip()
+            answers.append(answer)
+        out.append(_score(example, rationales, answers))
     return out
 
 
@@ -95,7 +132,7 @@ def _score(example: Example, rationales: list[str], answers: list[str]) -> Predi
         prediction, share = answers[0], None
     else:
         prediction, share = majority_vote(answers)
-    em, f1 = best_over_golds(prediction, example.gold_answers)
+    em, f1 = score_answer(example.answer_type, prediction, example.gold_answers)
     return Prediction(
         id=example.id,
         question=example.question,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lmgcot.data.example import Example
-from lmgcot.eval.answers import extract_answer
-from lmgcot.eval.metrics import best_over_golds
+from lmgcot.eval.typed_answers import read_answer, score_answer
 from lmgcot.llm.base import GenerationParams, LargeLM
 from lmgcot.prompts import PromptTemplates
 
@@ -26,7 +25,7 @@ def task_reward(
     The large LM reads `prompts.guided_prompt(example, rationale)` through `large_lm.generate`
     with greedy params of `max_new_tokens` (the ones `lm_guided_kd` evaluation uses), so repeated
     rationales and evaluation share cached calls. The reward is the maximum over the gold answer
-    and its aliases (`best_over_golds`). The extracted answers come back too: the consistency
+    and its aliases, read and compared by the example's answer type (`score_answer`). The extracted answers come back too: the consistency
     aspect compares them with the rationale's conclusion.
     """
     if metric not in TASK_METRICS:
@@ -39,7 +38,10 @@ def task_reward(
         return [], []
     params = GenerationParams(max_new_tokens=max_new_tokens)
     texts = [prompts.guided_prompt(e, r) for e, r in zip(examples, rationales)]
-    answers = [extract_answer(c[0].text) for c in large_lm.generate(texts, params)]
-    pick = TASK_METRICS.index(metric)  # best_over_golds returns (em, f1)
-    rewards = [best_over_golds(a, e.gold_answers)[pick] for e, a in zip(examples, answers)]
+    replies = large_lm.generate(texts, params)
+    answers = [read_answer(e.answer_type, c[0].text) for e, c in zip(examples, replies)]
+    pick = TASK_METRICS.index(metric)  # score_answer returns (em, f1)
+    rewards = [
+        score_answer(e.answer_type, a, e.gold_answers)[pick] for e, a in zip(examples, answers)
+    ]
     return rewards, answers
