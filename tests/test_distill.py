@@ -45,8 +45,14 @@ def test_teacher_rationales_are_filtered_by_their_answers():
     everything = training_pairs(examples, rationales, prompts, filter_correct=False)
     assert len(kept) == len(rationales) - len(wrong) and len(everything) == len(rationales)
     assert {t for _, t in kept} == {r.rationale for r in rationales if r.correct}
-    stats = teacher_stats(rationales, len(kept))
+    stats = teacher_stats(rationales, filter_correct=True)
     assert stats["questions"] == 60 and stats["kept_share"] == len(kept) / 120
+    covered = {r.id for r in rationales if r.correct}
+    assert (
+        stats["questions_kept"] == len(covered)
+        and stats["questions_kept_share"] == len(covered) / 60
+    )
+    assert teacher_stats(rationales, filter_correct=False)["kept"] == 120
 
 
 def test_length_grouped_batches_cover_every_item_once_with_little_padding():

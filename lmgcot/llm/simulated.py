@@ -22,6 +22,13 @@ Its behaviour, by role:
   correctly with probability `unassisted_accuracy`, otherwise it takes a distractor's second hop or
   picks the wrong option. The draw depends on the question and context only, so a useless rationale scores
   exactly like no rationale.
+* **Zero-shot-CoT's answer step** (`Answer:` section = the CoT trigger, the step-1 completion, then
+  "Therefore, the answer is"): the answerer with that completion as its rationale, so it scores like
+  the guided prompt with it.
+
+The generated reasoning tasks (dataset=last_letter, coin_flip) come in the reasoning preset's
+`Q: ...\nA: ...` format, without a `Context:` section; such prompts are served by
+`lmgcot.llm.simulated_reasoning`, which documents its roles there.
 
 Randomness is a hash of (seed, prompt, temperature, sample index), so every answer is reproducible, a
 temperature of 0 ignores the sample index, and samples at temperature > 0 differ. Token counts are
@@ -39,7 +46,12 @@ from dataclasses import dataclass
 from lmgcot.data.synthetic import BRIDGES, COMPARISONS, RELATION_TYPES, RELATIONS, YES_NO
 from lmgcot.errors import BackendError
 from lmgcot.llm.base import Completion, LargeLM, Request
-from lmgcot.prompts import COT_TRIGGER
+from lmgcot.llm.simulated_reasoning import (
+    is_reasoning_prompt,
+    read_reasoning_prompt,
+    respond_reasoning,
+)
+from lmgcot.prompts import ANSWER_TRIGGER, COT_TRIGGER
 from lmgcot.rewards.judge import JUDGE_PREFIX
 
 _SECTION = re.compile(r"^(Context|Question|Rationale|Answer):[ \t]*", re.MULTILINE)
@@ -81,7 +93,10 @@ class SimulatedLargeLM(LargeLM):
         }
 
     def check_prompt(self, prompt: str) -> None:
-        read_prompt(prompt)
+        if is_reasoning_prompt(prompt):
+            read_reasoning_prompt(prompt)
+        else:
+            read_prompt(prompt)
 
     def _complete(self, requests: list[Request]) -> list[Completion]:
         out = []
@@ -91,8 +106,10 @@ class SimulatedLargeLM(LargeLM):
         return out
 
     def respond(self, prompt: str, temperature: float = 0.0, sample_index: int = 0) -> str:
-        task = read_prompt(prompt)
         salt = f"{temperature}:{sample_index}" if temperature > 0 else "greedy"
+        if is_reasoning_prompt(prompt):  # last_letter / coin_flip: lmgcot.llm.simulated_reasoning
+            return respond_reasoning(self, prompt, salt, greedy=temperature <= 0)
+        task = read_prompt(prompt)
         if task.wants_rationale:
             draw = self._uniform("teacher", prompt, salt)
             return self._write_rationale(task, corrupt=draw < self.error_rate)
@@ -274,9 +291,13 @@ def read_prompt(prompt: str) -> _Task:
         if needed not in sections:
             raise BackendError(f"simulated large LM: the prompt has no '{needed}:' section")
     wants_rationale = prompt.rstrip().endswith(COT_TRIGGER)
-    return _Task(
-        sections["Context"], sections["Question"], sections.get("Rationale"), wants_rationale
-    )
+    rationale = sections.get("Rationale")
+    answer = sections.get("Answer", "")
+    if rationale is None and answer.startswith(COT_TRIGGER) and answer.endswith(ANSWER_TRIGGER):
+        # Zero-shot-CoT's answer step: the step-1 completion between the two triggers is read as
+        # a rationale, so this step scores like the guided prompt with that rationale.
+        rationale = answer[len(COT_TRIGGER) : -len(ANSWER_TRIGGER)].strip()
+    return _Task(sections["Context"], sections["Question"], rationale, wants_rationale)
 
 
 def parse_facts(text: str) -> list[tuple[str, str, str]]:
