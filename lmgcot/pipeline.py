@@ -84,6 +84,7 @@ METHODS = M.METHODS
 # Rationale sources scored for rationale_quality: the method whose (first) rationales are scored.
 QUALITY_SOURCES = ("cot", "lm_guided_kd", "lm_guided_rl")
 RESULTS_FILE = "results.json"
+DIVERSE_TEMPERATURE = 0.7  # teacher.temperature=null with num_samples > 1 (Fine-tune-CoT's value)
 SAMPLES_LOG = "rollout_samples.jsonl"  # refine: periodic sample rationales with their rewards
 JUDGE_FAILURES = "judge_failures.jsonl"  # refine: judge replies that could not be parsed
 
@@ -114,6 +115,14 @@ def run(cfg: DictConfig) -> dict:
     # Refuse a dataset the large LM cannot read before any work is done.
     probe = (splits.test or splits.train or splits.val)[0]
     large_lm.check_prompt(prompts.standard_prompt(probe))
+    blind = [n for n in ("standard", "cot", "guided") if "{context}" not in getattr(prompts, n)]
+    if probe.context and blind:
+        log.warning(
+            "prompt.%s: no {context} in the template, but dataset=%s has contexts: the large LM "
+            "will not see them",
+            "/".join(blind),
+            dataset.name,
+        )
     scores_aspects = "refine" in stages or (
         "evaluate" in stages and cfg.evaluation.get("rationale_quality", True)
     )
@@ -218,7 +227,7 @@ def stage_teacher(ctx: RunContext) -> None:
             ctx.large_lm,
             ctx.prompts,
             num_samples=int(t.num_samples),
-            temperature=float(t.temperature),
+            temperature=teacher_temperature(t),
             top_p=float(t.top_p),
             max_new_tokens=int(t.max_new_tokens),
             strip_answer=bool(t.strip_answer),
@@ -357,6 +366,14 @@ def stage_distill(ctx: RunContext) -> None:
     write_json(out_dir / "summary.json", summary)
     _mark_done(out_dir, fp)
     ctx.distill = summary
+
+
+def teacher_temperature(t: DictConfig) -> float:
+    """teacher.temperature, where null means greedy for one sample and Fine-tune-CoT's 0.7 for
+    diverse reasoning (num_samples > 1)."""
+    if t.get("temperature") is None:
+        return DIVERSE_TEMPERATURE if int(t.num_samples) > 1 else 0.0
+    return float(t.temperature)
 
 
 def _teacher_rationales(ctx: RunContext, split: str) -> list[TeacherRationale]:
@@ -1006,7 +1023,7 @@ def _check_settings(cfg: DictConfig) -> None:
             f"{t.answer_max_new_tokens}: both must be >= 1"
         )
     _check_objective(cfg)
-    if float(t.temperature) < 0 or not 0 < float(t.top_p) <= 1:
+    if teacher_temperature(t) < 0 or not 0 < float(t.top_p) <= 1:
         raise ConfigError(
             f"teacher.temperature={t.temperature}, teacher.top_p={t.top_p}: need temperature >= 0 "
             "and 0 < top_p <= 1"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
 from lmgcot.errors import ConfigError
-from lmgcot.pipeline import run
+from lmgcot.pipeline import run, teacher_temperature
 from lmgcot.utils.io import read_jsonl
 
 SMALL_TASK = ["dataset.n_train=16", "dataset.n_val=4", "dataset.n_test=8"]
@@ -61,8 +62,8 @@ def test_diverse_reasoning_samples_are_distinct_cached_calls(compose_cfg, tmp_pa
         *SMALL_TASK,
         "stages=[teacher]",
         "teacher.prompting=zero_shot_cot",
+        # teacher.temperature stays null: Fine-tune-CoT's 0.7 for more than one sample.
         "teacher.num_samples=4",
-        "teacher.temperature=0.7",
     ]
     first = run(compose_cfg(*overrides))
     rows = read_jsonl(tmp_path / "run" / "teacher" / "train.jsonl")
@@ -79,6 +80,13 @@ def test_diverse_reasoning_samples_are_distinct_cached_calls(compose_cfg, tmp_pa
     again = run(compose_cfg(*overrides, "force=true", run_dir=tmp_path / "again"))
     assert again["llm"]["calls"] == 0 and again["llm"]["cache_hits"] >= 20 * 4 + steps
     assert again["teacher"] == first["teacher"]
+
+
+def test_teacher_temperature_defaults_to_greedy_for_one_sample_and_07_for_several():
+    t = OmegaConf.create({"num_samples": 1, "temperature": None})
+    assert teacher_temperature(t) == 0.0
+    assert teacher_temperature(OmegaConf.merge(t, {"num_samples": 4})) == 0.7
+    assert teacher_temperature(OmegaConf.merge(t, {"num_samples": 4, "temperature": 0.3})) == 0.3
 
 
 def test_vanilla_fine_tuning_needs_no_teacher(compose_cfg):
@@ -153,3 +161,12 @@ def test_results_table_lists_the_student_alone_methods(compose_cfg, capsys):
     )
     out = capsys.readouterr().out
     assert "vanilla_ft" in out
+
+
+def test_templates_without_context_on_a_dataset_with_contexts_warn(compose_cfg, caplog):
+    cfg = compose_cfg(
+        "stages=[teacher]", "prompt.guided='Question: {question}\\nRationale: {rationale}\\nAnswer:'"
+    )
+    with caplog.at_level("WARNING", logger="lmgcot"):
+        run(cfg)
+    assert any("prompt.guided: no {context}" in r.message for r in caplog.records)
