@@ -8,6 +8,9 @@ Runs go `--jobs` at a time, one thread each. Prints a table of test EM per confi
 per seed) and the wall time, and writes it to <root>/summary.json.
 
     python benchmarks/finetune_cot_last_letter.py --root /tmp/ftcot --seeds 0 1 2
+    # equal epochs instead of equal steps (the default trainer stops at 4000 steps):
+    python benchmarks/finetune_cot_last_letter.py --root /tmp/ftcot-epochs \
+        --set trainer.max_epochs=8 --set trainer.max_steps=-1
 """
 
 from __future__ import annotations
@@ -63,7 +66,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("overrides", nargs="*", help="extra lmgcot overrides for every run")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra lmgcot override for every run (repeatable)",
+    )
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     jobs = [(name, seed) for seed in args.seeds for name in args.configs]
