@@ -652,7 +652,7 @@ def stage_evaluate(ctx: RunContext) -> None:
 
 def _student_stage(method: str) -> str | None:
     """The stage whose student a method uses (None: no student)."""
-    if method.startswith(("lm_guided_kd", "finetune_cot", "vanilla_ft")):
+    if method.startswith("lm_guided_kd") or method in M.STUDENT_ALONE:
         return "distill"
     if method.startswith("lm_guided_rl"):
         return "refine"
@@ -775,7 +775,7 @@ def _predict(method: str, examples, ctx: RunContext, student: Student | None) ->
         )
     assert student is not None
     objective = str(ctx.cfg.distill.objective)
-    answers_alone = method.startswith(("finetune_cot", "vanilla_ft"))
+    answers_alone = method in M.STUDENT_ALONE
     task = answer_task(objective) if answers_alone else explain_task(objective)
     inputs = [prompts.student_input(x, task) for x in examples]
     if not method.endswith("_sc"):

@@ -67,3 +67,12 @@ class QADataset(ABC):
             take(splits.val, self.max_val),
             take(splits.test, self.max_test),
         )
+
+
+def split_sizes(n_train: int, n_val: int, n_test: int) -> dict[str, int]:
+    """{"train", "val", "test"} sizes of a generated dataset, each checked to be >= 0."""
+    sizes = {"train": int(n_train), "val": int(n_val), "test": int(n_test)}
+    for split, value in sizes.items():
+        if value < 0:
+            raise ConfigError(f"dataset.n_{split}={value}: must be >= 0")
+    return sizes

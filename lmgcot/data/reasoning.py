@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from lmgcot.data.base import QADataset
+from lmgcot.data.base import QADataset, split_sizes
 from lmgcot.data.example import Example, Splits
 from lmgcot.data.synthetic import _NameMaker
 from lmgcot.errors import ConfigError
@@ -142,10 +142,7 @@ class _GeneratedTask(QADataset):
 
     def __init__(self, n_train: int, n_val: int, n_test: int, **kwargs):
         super().__init__(**kwargs)
-        for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-            if int(value) < 0:
-                raise ConfigError(f"dataset.{key}={value}: must be >= 0")
-        self.sizes = {"train": int(n_train), "val": int(n_val), "test": int(n_test)}
+        self.sizes = split_sizes(n_train, n_val, n_test)
 
     def load_splits(self) -> Splits:
         seen: set[str] = set()

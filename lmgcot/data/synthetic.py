@@ -22,7 +22,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from lmgcot.data.base import QADataset
+from lmgcot.data.base import QADataset, split_sizes
 from lmgcot.data.example import Example, Paragraph, Splits, SupportingFact
 from lmgcot.errors import ConfigError
 
@@ -97,9 +97,7 @@ class SyntheticMultiHop(QADataset):
             raise ConfigError(f"dataset.names={names!r}: allowed values are {NAME_MODES}")
         if names == "pooled" and int(pool_size) < 20:
             raise ConfigError(f"dataset.pool_size={pool_size}: must be >= 20")
-        for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-            if int(value) < 0:
-                raise ConfigError(f"dataset.{key}={value}: must be >= 0")
+        self.sizes = split_sizes(n_train, n_val, n_test)
         if int(n_distractors) < 0:
             raise ConfigError(f"dataset.n_distractors={n_distractors}: must be >= 0")
         mix = dict(
@@ -112,7 +110,6 @@ class SyntheticMultiHop(QADataset):
             raise ConfigError(
                 f"dataset.type_mix={mix}: keys from {QUESTION_TYPES}, non-negative, not all zero"
             )
-        self.sizes = {"train": int(n_train), "val": int(n_val), "test": int(n_test)}
         self.n_distractors = int(n_distractors)
         self.type_mix = {k: float(v) for k, v in mix.items()}
         self.pools = _name_pools(self.seed, int(pool_size)) if names == "pooled" else None

@@ -113,7 +113,7 @@ def few_shot_exemplars(examples: list[Example], k: int, seed: int) -> list[Examp
 
 def _own_block(text: str) -> str:
     """A few-shot completion up to where the model goes on to write a next "Q:" block."""
-    return re.split(r"\n\s*\nQ:|\nQ:", text, maxsplit=1)[0]
+    return re.split(r"\n\s*Q:", text, maxsplit=1)[0]
 
 
 def training_pairs(

@@ -38,7 +38,9 @@ PAPER_METHODS = (
     "lm_guided_rl",
     "lm_guided_rl_sc",
 )
-METHODS = (*PAPER_METHODS, "finetune_cot", "finetune_cot_sc", "vanilla_ft")
+# Methods where the distilled student answers on its own, without the large LM.
+STUDENT_ALONE = ("finetune_cot", "finetune_cot_sc", "vanilla_ft")
+METHODS = (*PAPER_METHODS, *STUDENT_ALONE)
 
 
 @dataclass
@@ -111,8 +113,6 @@ def student_answers(
                 rationales.append(rationale)
             else:
                 answer = read_answer(example.answer_type, text)
-                if not answer and example.answer_type == "string":
-                    answer = text.strip()
             answers.append(answer)
         out.append(_score(example, rationales, answers))
     return out
