@@ -52,6 +52,7 @@ from lmgcot.rewards.judge import ASPECT_NAMES, build_judge_prompt
 from lmgcot.rewards.scorer import RewardScorer, mean_scores
 from lmgcot.rl.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController
 from lmgcot.rl.module import SCORE_NORMS, RationaleRefiner
+from lmgcot.rl.selection import select_policy
 from lmgcot.student.generate import generate_rationales as student_rationales
 from lmgcot.student.generate import score_rationales
 from lmgcot.student.models import TOKENIZERS, Student, build_student
@@ -556,18 +557,25 @@ def stage_refine(ctx: RunContext) -> None:
         ckpt_path=str(resume) if resume.exists() else None,
     )
     best = _float(checkpoint.best_model_score) if has_val else None
-    selected = "rl"
+    selected, selection = "rl", None
     if has_val and bool(r.keep_best):
-        if best is not None and before is not None and best > before:
+        alpha = r.get("keep_best_alpha")
+        state = None
+        if checkpoint.best_model_path:
             state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+        choice = select_policy(
+            module.val_history,
+            None if alpha is None else float(alpha),
+            best_rollouts=None if state is None else int(state["rollouts_done"]),
+        )
+        selection = choice.summary()
+        selected = choice.selected
+        if selected == "rl":
             module.load_state_dict(state["state_dict"])
         else:
-            selected = "distilled"
             log.warning(
-                "refine: no evaluation beat the distilled student's val reward %.4f (best %s); "
-                "exporting the distilled student unchanged (rl.keep_best=true)",
-                before or 0.0,
-                best,
+                "refine: exporting the distilled student unchanged (rl.keep_best=true): %s",
+                choice.reason,
             )
     tmp = out_dir / "student.tmp"
     model = module.ref_model if selected == "distilled" else module.model
@@ -582,6 +590,7 @@ def stage_refine(ctx: RunContext) -> None:
         "val_reward_before": before,
         "val_reward_best": best,
         "selected": selected,
+        "selection": selection,
         "reward": dict(scorer.mix.normalized),
         "scorer": scorer.scorer,
         "kl_coef": round(float(module.kl_controller.value), 6),
@@ -1093,6 +1102,9 @@ def _check_rl(r: DictConfig) -> None:
             raise ConfigError(f"rl.{key}={r[key]}: must be > 0")
     if r.score_norm not in SCORE_NORMS:
         raise ConfigError(f"rl.score_norm={r.score_norm!r}: allowed values are {list(SCORE_NORMS)}")
+    alpha = r.get("keep_best_alpha")
+    if alpha is not None and not 0.0 < float(alpha) < 1.0:
+        raise ConfigError(f"rl.keep_best_alpha={alpha}: must be within (0, 1), or null")
     kl = r.kl
     if kl.estimator not in KL_ESTIMATORS:
         raise ConfigError(

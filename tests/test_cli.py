@@ -122,6 +122,7 @@ BAD_VALUES = {
     "reward.weights.task=0": "reward.weights: all weights are 0",
     "reward.scorer=judge": "reward.scorer=auto",  # the simulated large LM cannot judge
     "rl.kl.estimator=k9": "rl.kl.estimator",
+    "rl.keep_best_alpha=1.5": "rl.keep_best_alpha=1.5: must be within (0, 1), or null",
     "rl.samples_per_question=3": "rl.rollout_batch_size=8 must be a multiple",
 }
 MALFORMED = "malformed hotpotqa file"

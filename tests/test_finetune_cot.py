@@ -165,7 +165,8 @@ def test_results_table_lists_the_student_alone_methods(compose_cfg, capsys):
 
 def test_templates_without_context_on_a_dataset_with_contexts_warn(compose_cfg, caplog):
     cfg = compose_cfg(
-        "stages=[teacher]", "prompt.guided='Question: {question}\\nRationale: {rationale}\\nAnswer:'"
+        "stages=[teacher]",
+        "prompt.guided='Question: {question}\\nRationale: {rationale}\\nAnswer:'",
     )
     with caplog.at_level("WARNING", logger="lmgcot"):
         run(cfg)

@@ -34,6 +34,15 @@ def test_offline_default_runs_end_to_end_and_writes_results(compose_cfg, tmp_pat
     refine = results["refine"]
     assert refine["rollouts"] == 2 and refine["optimizer_steps"] == 4
     assert refine["selected"] in ("rl", "distilled") and refine["questions"] == 16
+    # The export decision: the best of the two evaluations against the distilled student,
+    # question by question over the 4 val questions, at 0.05 / 2.
+    selection = refine["selection"]
+    assert selection["selected"] == refine["selected"] and selection["threshold"] == 0.025
+    assert selection["best_rollouts"] in (1, 2)
+    test = selection["test"]
+    assert test["wins"] + test["losses"] + test["ties"] == refine["val_questions"] == 4
+    # Four questions can never reach p < 0.025 (four wins give 1/16): the distilled student.
+    assert refine["selected"] == "distilled"
     assert (tmp_path / "run" / "refine" / "student" / "config.json").exists()
     assert results["teacher"]["train"]["rationales"] == 16
     assert results["distill"]["steps"] == 3

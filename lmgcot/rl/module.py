@@ -158,6 +158,10 @@ class RationaleRefiner(pl.LightningModule):
         self.log_samples_every = int(log_samples_every)
         self.num_samples_logged = int(num_samples_logged)
         self.rollouts_done = 0
+        # One entry per val evaluation: {"rollouts", "reward", "scores" (per question, in val
+        # order)}, so that the export can compare policies question by question (rl.selection).
+        self.val_history: list[dict[str, Any]] = []
+        self._val_scores: list[float] = []
 
     # ---------------------------------------------------------------- helpers
 
@@ -397,9 +401,25 @@ class RationaleRefiner(pl.LightningModule):
         )
         ref_logprobs = logprobs_from_logits(ref_logits * self.temperature, response_ids)
         rewards = self.reward_fn(batch, self._decode(responses), self._per_row(ref_logprobs, mask))
+        self._val_scores.extend(float(x) for x in rewards["total"])
         log = _reward_means(rewards, "val/{}")
         log["val/reward"] = log.pop("val/total")
         self.log_dict(log, on_step=False, on_epoch=True, batch_size=len(inputs))
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_scores = []
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_scores and not self.trainer.sanity_checking:
+            scores = self._val_scores
+            self.val_history.append(
+                {
+                    "rollouts": self.rollouts_done,
+                    "reward": sum(scores) / len(scores),
+                    "scores": scores,
+                }
+            )
+        self._val_scores = []
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = list(self.model.parameters()) + list(self.value_head.parameters())
@@ -411,6 +431,7 @@ class RationaleRefiner(pl.LightningModule):
         checkpoint["kl_controller"] = self.kl_controller.state_dict()
         checkpoint["score_stats"] = self.score_stats.state_dict()
         checkpoint["rollouts_done"] = self.rollouts_done
+        checkpoint["val_history"] = self.val_history
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "kl_controller" in checkpoint:
@@ -418,6 +439,7 @@ class RationaleRefiner(pl.LightningModule):
         if "score_stats" in checkpoint:
             self.score_stats.load_state_dict(checkpoint["score_stats"])
         self.rollouts_done = int(checkpoint.get("rollouts_done", 0))
+        self.val_history = list(checkpoint.get("val_history", []))
 
 
 def _reward_means(rewards: dict[str, list], template: str) -> dict[str, float]:

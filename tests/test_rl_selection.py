@@ -1,0 +1,119 @@
+"""What refine exports: the paired sign test, the selection rule, and the val history it reads."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from transformers import ByT5Tokenizer
+
+from lmgcot.rl.kl import FixedKLController
+from lmgcot.rl.module import RationaleRefiner
+from lmgcot.rl.selection import select_policy, sign_test
+from lmgcot.student.models import build_tiny_t5
+
+
+def test_sign_test_by_hand():
+    # wins at 0, 1; loss at 4; ties at 2, 3 -> n = 3, P(X >= 2) = (3 + 1) / 8.
+    t = sign_test([0, 0, 0, 1, 1], [1, 1, 0, 1, 0])
+    assert (t.wins, t.losses, t.ties) == (2, 1, 2)
+    assert t.p_value == pytest.approx(0.5)
+    # Five wins out of five: 1 / 32. Graded rewards count by sign only.
+    assert sign_test([0.1] * 5, [0.2] * 5).p_value == pytest.approx(1 / 32)
+    # 10 wins, 2 losses: (C(12,10) + C(12,11) + C(12,12)) / 2^12 = 79 / 4096.
+    t = sign_test([0.0] * 12, [1.0] * 10 + [-1.0] * 2)
+    assert t.p_value == pytest.approx(79 / 4096)
+    # More losses than wins: p above one half; nothing untied: p = 1.
+    assert sign_test([1, 1, 1], [0, 0, 1]).p_value == pytest.approx(1.0)
+    assert sign_test([1, 0], [1, 0]).p_value == 1.0
+    with pytest.raises(ValueError, match="differ in length"):
+        sign_test([1, 0], [1])
+
+
+def history(*evals):
+    """The distilled student (20 questions, 10 right) then RL evaluations given as
+    (rollouts, number of the 10 wrong questions now right, number of the 10 right now wrong)."""
+    base = [1.0] * 10 + [0.0] * 10
+    out = [{"rollouts": 0, "reward": 0.5, "scores": base}]
+    for rollouts, gained, lost in evals:
+        scores = [0.0] * lost + [1.0] * (10 - lost) + [1.0] * gained + [0.0] * (10 - gained)
+        out.append({"rollouts": rollouts, "reward": sum(scores) / 20, "scores": scores})
+    return out
+
+
+def test_selection_exports_rl_only_beyond_noise():
+    # 6 gained, 0 lost: p = 1/64 < 0.05 / 2 -> the RL policy at rollout 20.
+    choice = select_policy(history((10, 1, 0), (20, 6, 0)), alpha=0.05)
+    assert (choice.selected, choice.rollouts, choice.best_rollouts) == ("rl", 20, 20)
+    assert choice.test.p_value == pytest.approx(1 / 64)
+    assert choice.threshold == pytest.approx(0.025)
+    # 3 gained, 1 lost: a higher mean, but p = 5/16 -> the distilled student, and the reason says so.
+    choice = select_policy(history((10, 3, 1)), alpha=0.05)
+    assert choice.selected == "distilled" and choice.rollouts is None
+    assert choice.best_rollouts == 10 and "3 wins, 1 losses" in choice.reason
+    # Without a test any higher mean wins; an equal mean does not.
+    assert select_policy(history((10, 3, 1)), alpha=None).selected == "rl"
+    assert select_policy(history((10, 1, 1)), alpha=None).selected == "distilled"
+
+
+def test_bonferroni_counts_the_evaluations_the_best_was_picked_from():
+    # 5 gained, 0 lost: p = 1/32 = 0.031 passes 0.05 alone, not 0.05 / 2.
+    assert select_policy(history((10, 5, 0)), alpha=0.05).selected == "rl"
+    assert select_policy(history((10, 0, 0), (20, 5, 0)), alpha=0.05).selected == "distilled"
+
+
+def test_equal_best_evaluations_pick_the_earliest_and_missing_entries_export_distilled():
+    assert select_policy(history((10, 6, 0), (20, 6, 0)), alpha=None).rollouts == 10
+    assert select_policy(history(), alpha=0.05).reason == "no RL evaluation"
+    no_before = history((10, 6, 0))[1:]
+    assert select_policy(no_before, alpha=0.05).selected == "distilled"
+
+
+def test_refiner_records_per_question_val_scores_and_checkpoints_them(tmp_path):
+    tok = ByT5Tokenizer()
+    model = build_tiny_t5(
+        {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2, "num_layers": 1}, tok, seed=0
+    )
+
+    def reward(batch, rationales, token_logprobs):
+        # A per-question score that differs between questions: the prompt's index over 10.
+        return {"total": [float(x.split()[1]) / 10 for x in batch["inputs"]]}
+
+    refiner = RationaleRefiner(
+        model,
+        tok,
+        reward,
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+        kl_controller=FixedKLController(0.05),
+        ppo_epochs=1,
+        minibatch_size=4,
+        max_new_tokens=4,
+    )
+    prompts = [f"q {i}" for i in range(6)]
+    loader = DataLoader(prompts, batch_size=4, collate_fn=lambda xs: {"inputs": list(xs)})
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_steps=2,
+        val_check_interval=1,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+    )
+    trainer.validate(refiner, dataloaders=loader, verbose=False)
+    trainer.fit(refiner, train_dataloaders=loader, val_dataloaders=loader)
+    expected = [i / 10 for i in range(6)]
+    assert [h["rollouts"] for h in refiner.val_history] == [0, 1, 2]
+    for h in refiner.val_history:
+        assert h["scores"] == pytest.approx(expected)
+        assert h["reward"] == pytest.approx(sum(expected) / 6)
+    checkpoint: dict = {}
+    refiner.on_save_checkpoint(checkpoint)
+    refiner.val_history = []
+    refiner.on_load_checkpoint(checkpoint)
+    assert [h["rollouts"] for h in refiner.val_history] == [0, 1, 2]
