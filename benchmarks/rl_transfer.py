@@ -73,23 +73,18 @@ def main(argv: list[str]) -> int:
         max_target_length=int(cfg.student.max_target_length),
     )
 
-    if args.prompts == "train":
-        pool = list(splits.train)
-    else:
-        # The same generator with twice the train split: its second half is new questions.
-        n_train = len(splits.train)
-        more = instantiate(cfg.dataset, n_train=2 * n_train).load_splits().train[n_train:]
-        if args.prompts.startswith("fixed:"):
-            pool = more[: int(args.prompts.split(":", 1)[1])]
-        elif args.prompts == "fresh":
-            pool = more
-        else:
-            ap.error(f"--prompts {args.prompts!r}: train, fresh or fixed:N")
     k = args.samples_per_question
     per_rollout = int(r.rollout_batch_size) // k
     needed = args.rollouts * per_rollout
-    if args.prompts == "fresh" and needed > len(pool):
-        ap.error(f"--prompts fresh has {len(pool)} questions; {needed} are needed without repeats")
+    if args.prompts == "train":
+        pool = list(splits.train)
+    elif args.prompts == "fresh" or args.prompts.startswith("fixed:"):
+        # The same generator with a longer train split: past the real one, all new questions.
+        n_train = len(splits.train)
+        extra = needed if args.prompts == "fresh" else int(args.prompts.split(":", 1)[1])
+        pool = instantiate(cfg.dataset, n_train=n_train + extra).load_splits().train[n_train:]
+    else:
+        ap.error(f"--prompts {args.prompts!r}: train, fresh or fixed:N")
     order = (pool * math.ceil(needed / len(pool)))[:needed]
     by_input = {prompts.student_input(x): x for x in pool}
 
