@@ -52,6 +52,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--lr", type=float, default=None, help="default: rl.optimizer.lr")
     ap.add_argument("--kl", type=float, default=None, help="fixed KL coefficient (rl.kl.coef)")
     ap.add_argument("--samples-per-question", type=int, default=1)
+    ap.add_argument("--rollout-batch-size", type=int, default=None, help="rl.rollout_batch_size")
+    ap.add_argument("--minibatch-size", type=int, default=None, help="rl.minibatch_size")
     ap.add_argument("--eval-every", type=int, default=0, help="rollouts between evaluations")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -66,6 +68,10 @@ def main(argv: list[str]) -> int:
     prompts = PromptTemplates(**OmegaConf.to_container(cfg.prompt), context_mode=dataset.context)
     large_lm = SimulatedLargeLM()
     r = cfg.rl
+    if args.rollout_batch_size:
+        r.rollout_batch_size = args.rollout_batch_size
+    if args.minibatch_size:
+        r.minibatch_size = args.minibatch_size
     student = build_student(
         name="tiny",
         pretrained=args.student,
