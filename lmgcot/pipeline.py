@@ -1164,15 +1164,22 @@ def _finish_wandb(loggers: list) -> None:
 
 
 def format_results_table(results: dict) -> str:
+    refine = results.get("refine") or {}
+    # When refine kept the distilled student, the lm_guided_rl rows are the KD student's: say so.
+    kept = refine.get("selected") == "distilled"
     rows = [("method", "EM", "F1", "n")]
     for name, m in results["methods"].items():
-        rows.append((name, f"{m['em']:.3f}", f"{m['f1']:.3f}", str(m["n"])))
+        mark = "*" if kept and name.startswith("lm_guided_rl") else ""
+        rows.append((name + mark, f"{m['em']:.3f}", f"{m['f1']:.3f}", str(m["n"])))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
         for r in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
+    if kept and any(name.startswith("lm_guided_rl") for name in results["methods"]):
+        reason = (refine.get("selection") or {}).get("reason", "no val evaluation beat it")
+        lines.append(f"* the distilled student: refine exported it unchanged ({reason})")
     llm = results["llm"]
     lines.append(
         f"large LM: {llm['calls']} calls, {llm['cache_hits']} cache hits, "

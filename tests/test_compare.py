@@ -138,3 +138,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     bad.unlink()
     assert main([str(tmp_path), "--baseline", "reward=nope"]) == 2
     assert "reward=nope" in capsys.readouterr().err
+
+
+def test_rl_rows_say_when_refine_kept_the_distilled_student(tmp_path):
+    for seed, selected in ((0, "distilled"), (1, "rl")):
+        run = write_run(tmp_path, f"r{seed}", ["reward=task"], seed, pattern(40, 0.5, seed))
+        eval_dir = run / "eval"
+        (eval_dir / "lm_guided_rl.jsonl").write_text((eval_dir / "lm_guided_kd.jsonl").read_text())
+        results = json.loads((run / "results.json").read_text())
+        results["methods"]["lm_guided_rl"] = results["methods"]["lm_guided_kd"]
+        results["refine"] = {"selected": selected}
+        (run / "results.json").write_text(json.dumps(results))
+    report = compare(load_runs(tmp_path), None, 200, seed=0)
+    rows = {r["method"]: r for r in report["rows"]}
+    assert (
+        rows["lm_guided_rl"]["distilled_seeds"] == 1
+        and "distilled_seeds" not in rows["lm_guided_kd"]
+    )
+    assert main([str(tmp_path), "--n-boot", "200"]) == 0
+    md = (tmp_path / "comparison.md").read_text()
+    assert "| lm_guided_rl (the distilled student in 1 of 2 seeds) | 2 |" in md
+    assert "| lm_guided_kd | 2 |" in md

@@ -117,3 +117,21 @@ def test_refiner_records_per_question_val_scores_and_checkpoints_them(tmp_path):
     refiner.val_history = []
     refiner.on_load_checkpoint(checkpoint)
     assert [h["rollouts"] for h in refiner.val_history] == [0, 1, 2]
+
+
+def test_results_table_marks_rl_rows_that_are_the_distilled_student():
+    from lmgcot.pipeline import format_results_table
+
+    methods = {
+        name: {"em": 0.6, "f1": 0.61, "n": 10}
+        for name in ("lm_guided_kd", "lm_guided_rl", "lm_guided_rl_sc")
+    }
+    llm = {"calls": 1, "cache_hits": 0, "input_tokens": 1, "output_tokens": 1}
+    reason = "best val reward 0.5800 vs 0.5600: sign test 12 wins, 8 losses, p=0.252"
+    kept = {"selected": "distilled", "selection": {"reason": reason}}
+    table = format_results_table({"methods": methods, "llm": llm, "refine": kept})
+    names = [line.split()[0] for line in table.splitlines()[2:5]]
+    assert names == ["lm_guided_kd", "lm_guided_rl*", "lm_guided_rl_sc*"]
+    assert f"* the distilled student: refine exported it unchanged ({reason})" in table
+    exported = format_results_table({"methods": methods, "llm": llm, "refine": {"selected": "rl"}})
+    assert "*" not in exported

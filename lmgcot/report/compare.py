@@ -5,7 +5,8 @@ Reads every run under a directory (each with `results.json`, its `.hydra/overrid
 seed, and writes `comparison.md`, `comparison.csv` and `comparison.png` into the directory:
 
 * per configuration and method: mean EM and F1 over seeds, with a 95% bootstrap interval that
-  resamples test questions within each seed's run (seeds keep their weight);
+  resamples test questions within each seed's run (seeds keep their weight); `lm_guided_rl` rows
+  say in how many seeds the refine stage exported the distilled student unchanged;
 * per configuration: the eight rationale-quality scores of each rationale source, mean over seeds;
 * for each configuration against a baseline configuration (`--baseline`, by default the one whose
   overrides contain `reward=task`): a paired bootstrap of the EM difference on the same questions
@@ -149,6 +150,13 @@ def compare(runs: list[Run], baseline: str | None, n_boot: int, seed: int) -> di
                     m, lo, hi = float(np.mean(vals)), float("nan"), float("nan")
                 row.update({metric: m, f"{metric}_low": lo, f"{metric}_high": hi})
             row["seeds"] = sum(method in r.results["methods"] for r in group)
+            if method.startswith("lm_guided_rl"):
+                # Runs whose refine stage exported the distilled student (rl.keep_best).
+                row["distilled_seeds"] = sum(
+                    method in r.results["methods"]
+                    and (r.results.get("refine") or {}).get("selected") == "distilled"
+                    for r in group
+                )
             rows.append(row)
         for source in sorted({s for r in group for s in r.results.get("rationale_quality", {})}):
             per = [
@@ -224,8 +232,11 @@ def to_markdown(report: dict) -> str:
     out.write("| configuration | method | seeds | EM | EM 95% CI | F1 | F1 95% CI |\n")
     out.write("|---|---|---|---|---|---|---|\n")
     for r in report["rows"]:
+        method = r["method"]
+        if r.get("distilled_seeds"):
+            method += f" (the distilled student in {r['distilled_seeds']} of {r['seeds']} seeds)"
         out.write(
-            f"| {r['config']} | {r['method']} | {r['seeds']} | {r['em']:.3f} | "
+            f"| {r['config']} | {method} | {r['seeds']} | {r['em']:.3f} | "
             f"{_interval(r['em_low'], r['em_high'])} | {r['f1']:.3f} | "
             f"{_interval(r['f1_low'], r['f1_high'])} |\n"
         )
