@@ -207,13 +207,18 @@ def test_tiny_run_prints_the_table_and_writes_results(tmp_path):
         "lm_guided_rl",
         "lm_guided_rl_sc",
     ]
-    for method in methods:
-        assert re.search(rf"^{method}\s+[01]\.\d{{3}}\s+[01]\.\d{{3}}\s+16$", out, re.M), method
     found = re.findall(r"^run directory: (.+)$", out, re.M)
     assert len(found) == 1, out
     run_dir = Path(found[0])
     assert run_dir.is_dir() and tmp_path / "outputs" in run_dir.parents
     results = json.loads((run_dir / "results.json").read_text())
+    # RL rows are starred, with a footnote, when refine kept the distilled student.
+    kept = results["refine"]["selected"] == "distilled"
+    for method in methods:
+        mark = r"\*" if kept and method.startswith("lm_guided_rl") else ""
+        pattern = rf"^{method}{mark}\s+[01]\.\d{{3}}\s+[01]\.\d{{3}}\s+16$"
+        assert re.search(pattern, out, re.M), method
+    assert ("* the distilled student: refine exported it unchanged" in out) == kept
     assert list(results["methods"]) == methods
     for m in results["methods"].values():
         assert {"em", "f1", "n"} <= set(m)
