@@ -663,7 +663,7 @@ def _student_stage(method: str) -> str | None:
     """The stage whose student a method uses (None: no student)."""
     if method.startswith("lm_guided_kd") or method in M.STUDENT_ALONE:
         return "distill"
-    if method.startswith("lm_guided_rl"):
+    if method in M.RL_METHODS:
         return "refine"
     return None
 
@@ -1169,7 +1169,7 @@ def format_results_table(results: dict) -> str:
     kept = refine.get("selected") == "distilled"
     rows = [("method", "EM", "F1", "n")]
     for name, m in results["methods"].items():
-        mark = "*" if kept and name.startswith("lm_guided_rl") else ""
+        mark = "*" if kept and name in M.RL_METHODS else ""
         rows.append((name + mark, f"{m['em']:.3f}", f"{m['f1']:.3f}", str(m["n"])))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [
@@ -1177,7 +1177,7 @@ def format_results_table(results: dict) -> str:
         for r in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
-    if kept and any(name.startswith("lm_guided_rl") for name in results["methods"]):
+    if kept and set(M.RL_METHODS) & set(results["methods"]):
         reason = (refine.get("selection") or {}).get("reason", "no val evaluation beat it")
         lines.append(f"* the distilled student: refine exported it unchanged ({reason})")
     llm = results["llm"]

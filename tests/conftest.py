@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,18 @@ def compose_cfg(tmp_path: Path):
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """A stand-in `datasets` module: no network. Returns (calls, data): each `load_dataset` call's
+    arguments are appended to `calls`, and every call returns `data` (a test fills it)."""
+    calls: list = []
+    data: dict = {}
+
+    def load_dataset(*args):
+        calls.append(args)
+        return data
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    return calls, data

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-import types
 from collections import Counter
 
 import pytest
@@ -258,24 +256,16 @@ def test_hub_record_gets_the_same_checks():
 
 
 @pytest.fixture
-def fake_hub(monkeypatch):
-    """A stand-in `datasets` module: no network; records each load_dataset call."""
-    calls = []
-    data = {
-        "train": [hub_record(f"t{i}") for i in range(20)],
-        "validation": [hub_record(f"v{i}") for i in range(6)],
-    }
-
-    def load_dataset(*args):
-        calls.append(args)
-        return data
-
-    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+def hub(fake_hub):
+    """The stand-in `datasets` module (conftest) serving HotpotQA-style train/validation splits."""
+    calls, data = fake_hub
+    data["train"] = [hub_record(f"t{i}") for i in range(20)]
+    data["validation"] = [hub_record(f"v{i}") for i in range(6)]
     return calls, data
 
 
-def test_hub_train_becomes_train_and_val_and_validation_becomes_test(fake_hub):
-    calls, _ = fake_hub
+def test_hub_train_becomes_train_and_val_and_validation_becomes_test(hub):
+    calls, _ = hub
     splits = HotpotQA(seed=2).load_splits()
     assert calls == [("hotpot_qa", "distractor")]
     assert (len(splits.train), len(splits.val), len(splits.test)) == (18, 2, 6)
@@ -286,8 +276,8 @@ def test_hub_train_becomes_train_and_val_and_validation_becomes_test(fake_hub):
     assert (len(capped.train), len(capped.val)) == (3, 5)
 
 
-def test_twowiki_hub_without_config_and_missing_split(fake_hub):
-    calls, data = fake_hub
+def test_twowiki_hub_without_config_and_missing_split(hub):
+    calls, data = hub
     for split in ("train", "validation"):
         for rec in data[split]:
             rec["type"] = "compositional"

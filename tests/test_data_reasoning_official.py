@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 from omegaconf import OmegaConf
@@ -281,19 +279,6 @@ def test_gsm8k_hub_record_ids_follow_split_and_line():
     assert (ex.id, ex.answer, ex.answer_type) == ("test-5", "17", "number")
     with pytest.raises(DataError, match=r"^gsm8k/main\[test\]: record test-5: answer has no"):
         GSM8K().hub_record({"question": "q?", "answer": "12"}, "gsm8k/main[test]", 4, "test")
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    calls = []
-    data: dict = {}
-
-    def load_dataset(*args):
-        calls.append(args)
-        return data
-
-    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
-    return calls, data
 
 
 def test_gsm8k_hub_train_and_test(fake_hub):

@@ -38,6 +38,8 @@ PAPER_METHODS = (
     "lm_guided_rl",
     "lm_guided_rl_sc",
 )
+# Methods that guide the large LM with the refine stage's (RL) student.
+RL_METHODS = ("lm_guided_rl", "lm_guided_rl_sc")
 # Methods where the distilled student answers on its own, without the large LM.
 STUDENT_ALONE = ("finetune_cot", "finetune_cot_sc", "vanilla_ft")
 METHODS = (*PAPER_METHODS, *STUDENT_ALONE)

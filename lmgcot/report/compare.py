@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lmgcot.eval.methods import METHODS
+from lmgcot.eval.methods import METHODS, RL_METHODS
 from lmgcot.utils.io import atomic_write_text
 
 ALPHA = 0.05
@@ -150,7 +150,7 @@ def compare(runs: list[Run], baseline: str | None, n_boot: int, seed: int) -> di
                     m, lo, hi = float(np.mean(vals)), float("nan"), float("nan")
                 row.update({metric: m, f"{metric}_low": lo, f"{metric}_high": hi})
             row["seeds"] = sum(method in r.results["methods"] for r in group)
-            if method.startswith("lm_guided_rl"):
+            if method in RL_METHODS:
                 # Runs whose refine stage exported the distilled student (rl.keep_best).
                 row["distilled_seeds"] = sum(
                     method in r.results["methods"]
