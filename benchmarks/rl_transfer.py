@@ -4,7 +4,7 @@
     python benchmarks/rl_transfer.py --student RUN/distill/student --prompts fixed:64
 
 Takes a distilled student of the offline default (synthetic data, simulated large LM, `reward=task`)
-and runs the refine stage's PPO (`RationaleRefiner`, settings from `conf/rl/default.yaml` unless
+and runs the refine stage's RL (`RationaleRefiner`, settings from `conf/rl/default.yaml` unless
 overridden) with one of three prompt sets:
 
 - `train`: the train questions, as the refine stage does (the student was distilled on them);
@@ -19,7 +19,6 @@ the val and test splits before, during (`--eval-every`) and after.
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import os
 import sys
@@ -36,7 +35,6 @@ from torch.utils.data import DataLoader
 from lmgcot.llm.simulated import SimulatedLargeLM
 from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards.task import task_reward
-from lmgcot.rl.kl import FixedKLController
 from lmgcot.rl.module import RationaleRefiner
 from lmgcot.student.generate import generate_rationales
 from lmgcot.student.models import build_student
@@ -51,7 +49,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rollouts", type=int, default=150)
     ap.add_argument("--lr", type=float, default=None, help="default: rl.optimizer.lr")
     ap.add_argument("--kl", type=float, default=None, help="fixed KL coefficient (rl.kl.coef)")
-    ap.add_argument("--samples-per-question", type=int, default=1)
+    ap.add_argument(
+        "--samples-per-question", type=int, default=None, help="rl.samples_per_question"
+    )
     ap.add_argument("--rollout-batch-size", type=int, default=None, help="rl.rollout_batch_size")
     ap.add_argument("--minibatch-size", type=int, default=None, help="rl.minibatch_size")
     ap.add_argument("--eval-every", type=int, default=0, help="rollouts between evaluations")
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
         max_target_length=int(cfg.student.max_target_length),
     )
 
-    k = args.samples_per_question
+    k = args.samples_per_question or int(r.samples_per_question)
     per_rollout = int(r.rollout_batch_size) // k
     needed = args.rollouts * per_rollout
     if args.prompts == "train":
@@ -105,30 +105,21 @@ def main(argv: list[str]) -> int:
         scores, _ = task_reward(examples, [o[0] for o in out], large_lm, prompts)
         return sum(scores) / len(scores)
 
-    refiner = RationaleRefiner(
+    if args.lr:
+        r.optimizer.lr = args.lr
+    if args.kl is not None:
+        r.kl.coef = args.kl
+    r.samples_per_question = k
+    refiner = RationaleRefiner.from_config(
+        r,
         student.model,
         student.tokenizer,
         reward_fn,
-        optimizer=functools.partial(
-            torch.optim.AdamW, lr=args.lr or float(r.optimizer.lr), weight_decay=0.0
-        ),
-        kl_controller=FixedKLController(args.kl if args.kl is not None else float(r.kl.coef)),
-        kl_estimator=str(r.kl.estimator),
-        gamma=float(r.gamma),
-        lam=float(r.lam),
-        clip_range=float(r.clip_range),
-        ppo_epochs=int(r.ppo_epochs),
-        minibatch_size=int(r.minibatch_size),
-        max_new_tokens=int(cfg.student.max_target_length),
+        optimizer=instantiate(r.optimizer),
         max_source_length=student.max_source_length,
-        score_norm="group" if k > 1 else str(r.score_norm),
     )
     inputs = [prompts.student_input(x) for x in order]
-    loader = DataLoader(
-        inputs,
-        batch_size=per_rollout,
-        collate_fn=lambda xs: {"inputs": [x for x in xs for _ in range(k)]},
-    )
+    loader = DataLoader(inputs, batch_size=per_rollout, collate_fn=lambda xs: {"inputs": list(xs)})
     evaluations = [(0, held_out(splits.val), held_out(splits.test))]
     print(f"before: val {evaluations[0][1]:.3f}  test {evaluations[0][2]:.3f}", flush=True)
 

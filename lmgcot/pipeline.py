@@ -50,8 +50,10 @@ from lmgcot.llm.cache import CallCache
 from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards.judge import ASPECT_NAMES, build_judge_prompt
 from lmgcot.rewards.scorer import RewardScorer, mean_scores
-from lmgcot.rl.kl import KL_ESTIMATORS, AdaptiveKLController, FixedKLController
-from lmgcot.rl.module import SCORE_NORMS, RationaleRefiner
+from lmgcot.rl.kl import KL_ESTIMATORS
+from lmgcot.rl.module import CRITICS, SCORE_NORMS, RationaleRefiner
+from lmgcot.rl.policy_gradient import ALGORITHMS, GRPO_SCALES
+from lmgcot.rl.ppo_math import LOSS_AGGREGATIONS
 from lmgcot.rl.selection import select_policy
 from lmgcot.student.generate import generate_rationales as student_rationales
 from lmgcot.student.generate import score_rationales
@@ -84,6 +86,8 @@ STAGES = ("teacher", "distill", "refine", "evaluate")
 METHODS = M.METHODS
 # Rationale sources scored for rationale_quality: the method whose (first) rationales are scored.
 QUALITY_SOURCES = ("cot", "lm_guided_kd", "lm_guided_rl")
+# eval/quality/<source>.jsonl: each test question's aspect scores for that rationale source.
+QUALITY_DIR = "quality"
 RESULTS_FILE = "results.json"
 DIVERSE_TEMPERATURE = 0.7  # teacher.temperature=null with num_samples > 1 (Fine-tune-CoT's value)
 SAMPLES_LOG = "rollout_samples.jsonl"  # refine: periodic sample rationales with their rewards
@@ -433,15 +437,14 @@ def stage_refine(ctx: RunContext) -> None:
     }
     k = int(r.samples_per_question)
 
-    def collate(indices: list[int], split: str, repeat: int) -> dict:
-        examples = pools[split]
-        idx = [i for i in indices for _ in range(repeat)]
+    def collate(indices: list[int], split: str) -> dict:
+        # One entry per question: the refiner repeats them for the question's samples.
+        examples = [pools[split][i] for i in indices]
         return {
             "split": split,
-            "index": idx,
-            "group": [f"{split}:{i}" for i in idx],
-            "inputs": _student_inputs(ctx, [examples[i] for i in idx]),
-            "questions": [examples[i].question for i in idx],
+            "index": list(indices),
+            "inputs": _student_inputs(ctx, examples),
+            "questions": [x.question for x in examples],
         }
 
     def reward_fn(batch: dict, rationales: list[str], token_logprobs: list[list[float]]) -> dict:
@@ -475,44 +478,23 @@ def stage_refine(ctx: RunContext) -> None:
         shuffle=True,
         drop_last=len(pools["train"]) >= batch_questions,
         generator=torch.Generator().manual_seed(seed),
-        collate_fn=functools.partial(collate, split="train", repeat=k),
+        collate_fn=functools.partial(collate, split="train"),
     )
     has_val = bool(pools["val"]) and int(r.val_every) > 0
     val_loader = DataLoader(
         list(range(len(pools["val"]))),
         batch_size=int(r.val_batch_size),
-        collate_fn=functools.partial(collate, split="val", repeat=1),
+        collate_fn=functools.partial(collate, split="val"),
     )
-    kl = r.kl
-    controller = (
-        AdaptiveKLController(float(kl.coef), float(kl.target), float(kl.horizon))
-        if kl.controller == "adaptive"
-        else FixedKLController(float(kl.coef))
-    )
-    module = RationaleRefiner(
+    module = RationaleRefiner.from_config(
+        r,
         student.model,
         student.tokenizer,
         reward_fn,
         optimizer=instantiate(r.optimizer),
-        kl_controller=controller,
-        kl_estimator=str(kl.estimator),
-        gamma=float(r.gamma),
-        lam=float(r.lam),
-        clip_range=float(r.clip_range),
-        clip_range_value=None if r.clip_range_value is None else float(r.clip_range_value),
-        vf_coef=float(r.vf_coef),
-        ppo_epochs=int(r.ppo_epochs),
-        minibatch_size=int(r.minibatch_size),
-        max_new_tokens=int(r.max_new_tokens),
-        whiten_advantages=bool(r.whiten_advantages),
-        score_clip=None if r.score_clip is None else float(r.score_clip),
-        temperature=float(r.temperature),
         max_source_length=student.max_source_length,
-        score_norm=str(r.score_norm),
-        value_head_mlp=None if r.value_head_mlp is None else int(r.value_head_mlp),
+        weighted_components=scorer.mix.active,
         sample_logger=sample_logger,
-        log_samples_every=int(r.log_samples_every),
-        num_samples_logged=int(r.num_samples_logged),
     )
     steps_per_rollout = int(r.ppo_epochs) * math.ceil(
         int(r.rollout_batch_size) / int(r.minibatch_size)
@@ -708,6 +690,11 @@ def _rationale_quality(
                 len(failures),
             )
         out[source] = {k: round(v, 6) for k, v in mean_scores(comps).items()}
+        # Per question, so that sources and runs can be compared paired (lmgcot-compare).
+        write_jsonl(
+            ctx.run_dir / "eval" / QUALITY_DIR / f"{source}.jsonl",
+            ({"id": p.id, **{k: v[i] for k, v in comps.items()}} for i, p in enumerate(preds)),
+        )
         log.info(
             "evaluate: %s rationale quality: %s",
             source,
@@ -1100,8 +1087,22 @@ def _check_rl(r: DictConfig) -> None:
     for key in ("temperature", "clip_range"):
         if not float(r[key]) > 0:
             raise ConfigError(f"rl.{key}={r[key]}: must be > 0")
-    if r.score_norm not in SCORE_NORMS:
-        raise ConfigError(f"rl.score_norm={r.score_norm!r}: allowed values are {list(SCORE_NORMS)}")
+    for key, allowed in (
+        ("algorithm", ALGORITHMS),
+        ("loss_agg", LOSS_AGGREGATIONS),
+        ("grpo_scale", GRPO_SCALES),
+        ("critic", CRITICS),
+        ("score_norm", SCORE_NORMS),
+    ):
+        if r[key] not in allowed:
+            raise ConfigError(f"rl.{key}={r[key]!r}: allowed values are {list(allowed)}")
+    if r.algorithm == "rloo" and int(r.samples_per_question) < 2:
+        raise ConfigError(
+            f"rl.samples_per_question={r.samples_per_question}: rl.algorithm=rloo needs >= 2 "
+            "(its baseline is the mean of a question's other samples)"
+        )
+    if int(r.value_warmup) < 0:
+        raise ConfigError(f"rl.value_warmup={r.value_warmup}: must be >= 0")
     alpha = r.get("keep_best_alpha")
     if alpha is not None and not 0.0 < float(alpha) < 1.0:
         raise ConfigError(f"rl.keep_best_alpha={alpha}: must be within (0, 1), or null")

@@ -22,7 +22,6 @@ from lmgcot.rl import (
     masked_whiten,
     normalize_scores,
     policy_loss,
-    policy_with_value,
     token_rewards,
     value_loss,
 )
@@ -231,7 +230,7 @@ def test_score_helpers():
 # --- value head on a tiny T5 ------------------------------------------------------------------
 
 
-def test_policy_with_value_on_tiny_t5_shapes_and_gradients():
+def test_value_head_on_tiny_t5_states_shapes_gradients_and_zero_start():
     from lmgcot.student.models import build_tiny_t5
 
     arch = {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2}
@@ -240,31 +239,23 @@ def test_policy_with_value_on_tiny_t5_shapes_and_gradients():
     torch.manual_seed(0)
     input_ids = torch.randint(3, 200, (2, 5))
     response = torch.randint(3, 200, (2, 4))
-    resp_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
     decoder_input_ids = torch.cat([torch.zeros(2, 1, dtype=torch.long), response[:, :-1]], dim=1)
-    logits, values = policy_with_value(
-        model,
-        input_ids,
-        torch.ones_like(input_ids),
-        decoder_input_ids,
-        resp_mask,
-        value_head=head,
-    )
-    assert logits.shape == (2, 4, model.config.vocab_size) and values.shape == (2, 4)
-    (values.sum() + logprobs_from_logits(logits, response).sum()).backward()
+    out = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids, output_hidden_states=True)
+    hidden = out.decoder_hidden_states[-1]
+    values = head(hidden)
+    assert values.shape == (2, 4)
+    (values.sum() + logprobs_from_logits(out.logits, response).sum()).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
     decoder_grad = model.decoder.block[0].layer[0].SelfAttention.q.weight.grad
     assert decoder_grad is not None and decoder_grad.abs().sum() > 0
-
     # The head reads the raw last decoder state: T5's LM head sees it rescaled by d_model**-0.5.
     model.eval()
-    out = model(
-        input_ids=input_ids,
-        decoder_input_ids=decoder_input_ids,
-        output_hidden_states=True,
-    )
-    hidden = out.decoder_hidden_states[-1]
-    torch.testing.assert_close(model.lm_head(hidden * 32**-0.5), out.logits)
+    out = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids, output_hidden_states=True)
+    torch.testing.assert_close(model.lm_head(out.decoder_hidden_states[-1] * 32**-0.5), out.logits)
+    # A zero-initialised head starts at 0 everywhere, linear or with a hidden layer.
+    for mlp in (None, 16):
+        fresh = ValueHead(32, mlp_size=mlp, zero_init=True)
+        assert torch.equal(fresh(hidden.detach()), torch.zeros(2, 4))
 
 
 # --- a toy PPO loop using only the functions above ---------------------------------------------

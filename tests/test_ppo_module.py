@@ -8,12 +8,15 @@ import math
 import string
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 from transformers import ByT5Tokenizer
 
+from lmgcot.cli import CONFIG_DIR
 from lmgcot.rl.kl import AdaptiveKLController, FixedKLController
 from lmgcot.rl.module import RationaleRefiner
 from lmgcot.student.models import build_tiny_t5
@@ -121,7 +124,7 @@ def test_eos_only_responses_do_not_crash(tmp_path: Path) -> None:
 
     refiner.reward_fn = reward
     # Half the batch answers with EOS alone, the other half with a letter and EOS.
-    refiner.generate = lambda ids, mask: [
+    refiner.generate = lambda ids, mask, num_samples=1: [
         [eos] if i % 2 else [ord("a") + 3, eos] for i in range(ids.shape[0])
     ]
     rows = fit(refiner, tmp_path, n_updates=1)
@@ -141,3 +144,171 @@ def test_kl_controller_round_trips_through_checkpoint() -> None:
     fixed = make_refiner(lr=1e-3, kl_controller=FixedKLController(0.05))
     fixed.on_save_checkpoint(checkpoint := {})
     assert checkpoint["kl_controller"] == {"value": 0.05}
+
+
+# --- critic-free estimators and the shared encoder pass -----------------------------------------
+
+
+def default_rl(**overrides) -> dict:
+    """conf/rl/default.yaml as a dict, with the student-dependent length and `overrides` set."""
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "rl" / "default.yaml"))
+    cfg["max_new_tokens"] = MAX_NEW_TOKENS
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return cfg
+
+
+def refiner_from_config(reward_fn=lowercase_share, lr: float = 3e-3, **overrides):
+    tok = ByT5Tokenizer()
+    model = build_tiny_t5(TINY, tok, seed=0)
+    rl = default_rl(**overrides)
+    return RationaleRefiner.from_config(
+        rl, model, tok, reward_fn, optimizer=functools.partial(torch.optim.Adam, lr=lr)
+    )
+
+
+def fit_questions(
+    refiner: RationaleRefiner, tmp_path: Path, questions: list[str], per_rollout: int
+):
+    """Train on `questions` (each once per rollout batch); the logged rows of each rollout."""
+    pl.seed_everything(0)
+    k = refiner.samples_per_question
+    steps = refiner.ppo_epochs * math.ceil(per_rollout * k / refiner.minibatch_size)
+    n_rollouts = len(questions) // per_rollout
+    trainer = pl.Trainer(
+        max_steps=n_rollouts * steps,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    loader = DataLoader(
+        questions, batch_size=per_rollout, collate_fn=lambda xs: {"inputs": list(xs)}
+    )
+    trainer.fit(refiner, loader)
+    with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
+        return [row for row in csv.DictReader(f) if row.get("rewards/total/mean")]
+
+
+def greedy_lowercase(refiner: RationaleRefiner, prompts: list[str]) -> float:
+    refiner.eval()
+    ids, mask = refiner.encode(prompts)
+    texts = refiner._decode(refiner.generate(ids, mask, greedy=True))
+    return sum(lowercase_share({}, texts)["total"]) / len(texts)
+
+
+def test_default_estimator_raises_a_held_out_toy_reward(tmp_path: Path) -> None:
+    """The default algorithm (conf/rl/default.yaml: its estimator, k, aggregation and KL placement)
+    raises the greedy lowercase share on prompts it never trained on."""
+    refiner = refiner_from_config(rollout_batch_size=16, minibatch_size=16)
+    assert refiner.algorithm != "ppo" and refiner.samples_per_question >= 2
+    per_rollout = 16 // refiner.samples_per_question
+    train = [f"question {i}: why?" for i in range(30 * per_rollout)]
+    held_out = [f"other {i}: how so?" for i in range(32)]
+    before = greedy_lowercase(refiner, held_out)
+    rows = fit_questions(refiner, tmp_path, train, per_rollout)
+    after = greedy_lowercase(refiner, held_out)
+    assert after > before + 0.3, f"held-out greedy lowercase share {before:.3f} -> {after:.3f}"
+    corr = [float(r["rl/adv_score_corr"]) for r in rows]
+    # The signal reaches the update: advantages follow the scores from the first rollout.
+    assert corr[0] > 0.8, corr[:5]
+    for key in ("rl/kl", "rl/entropy", "rl/clipfrac", "rewards/total/spread"):
+        assert all(math.isfinite(float(r[key])) for r in rows), key
+
+
+def test_k_samples_per_question_share_one_encoder_pass_and_repeat_the_batch() -> None:
+    seen: list[dict] = []
+
+    def reward(batch, rationales, token_logprobs):
+        seen.append(batch)
+        return lowercase_share(batch, rationales)
+
+    refiner = refiner_from_config(reward, samples_per_question=3)
+    batch = {"inputs": ["a?", "bb?"], "index": [7, 9], "split": "train"}
+    ids, mask = refiner.encode(batch["inputs"])
+    responses = refiner.generate(ids, mask, num_samples=3)
+    assert len(responses) == 6
+    # The encoder-once pass gives what running every sample's own encoder would.
+    _, response_ids, rmask, dec = refiner._rollout_tensors(responses)
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    refiner.eval()
+    logits, states = refiner._forward(refiner.model, ids, mask, groups, dec, rmask, hidden=True)
+    plain = refiner.model(
+        input_ids=ids[groups],
+        attention_mask=mask[groups],
+        decoder_input_ids=dec,
+        decoder_attention_mask=rmask.long(),
+        output_hidden_states=True,
+    )
+    torch.testing.assert_close(logits, plain.logits)
+    torch.testing.assert_close(states, plain.decoder_hidden_states[-1])
+    from lmgcot.rl.module import _repeat_per_sample
+
+    assert _repeat_per_sample(batch, 2, 3) == {
+        "inputs": ["a?"] * 3 + ["bb?"] * 3,
+        "index": [7, 7, 7, 9, 9, 9],
+        "split": "train",
+    }
+
+
+def test_ppo_value_warmup_moves_the_critic_only(tmp_path: Path) -> None:
+    refiner = refiner_from_config(
+        algorithm="ppo",
+        samples_per_question=1,
+        value_warmup=2,
+        rollout_batch_size=8,
+        minibatch_size=4,
+    )
+    policy = {k: v.clone() for k, v in refiner.model.state_dict().items()}
+    head = {k: v.clone() for k, v in refiner.value_head.state_dict().items()}
+    rows = fit_questions(refiner, tmp_path, [f"q{i}?" for i in range(16)], per_rollout=8)
+    assert len(rows) == 2
+    assert all(torch.equal(policy[k], v) for k, v in refiner.model.state_dict().items())
+    assert not all(torch.equal(head[k], v) for k, v in refiner.value_head.state_dict().items())
+    assert all(math.isfinite(float(r["rl/explained_variance"])) for r in rows)
+
+
+@pytest.mark.parametrize("critic", ["detached", "separate"])
+def test_ppo_critic_options_train_the_critic_and_leave_the_body_to_the_policy(
+    tmp_path: Path, critic: str
+) -> None:
+    refiner = refiner_from_config(
+        algorithm="ppo",
+        samples_per_question=1,
+        critic=critic,
+        rollout_batch_size=8,
+        minibatch_size=8,
+    )
+    policy_before = {k: v.clone() for k, v in refiner.model.state_dict().items()}
+    # With the policy loss switched off, only the value loss acts: a detached or separate critic
+    # must leave the policy's weights alone.
+    refiner.value_warmup = 10**6
+    refiner.critic = critic
+    fit_questions(refiner, tmp_path, [f"q{i}?" for i in range(8)], per_rollout=8)
+    assert all(torch.equal(policy_before[k], v) for k, v in refiner.model.state_dict().items())
+    if critic == "separate":
+        assert refiner.critic_model is not None
+
+
+def test_kl_as_a_loss_term_and_the_no_spread_warning(tmp_path: Path, caplog) -> None:
+    def reward(batch, rationales, token_logprobs):
+        out = lowercase_share(batch, rationales)
+        return {**out, "flat": [0.5] * len(rationales)}
+
+    refiner = refiner_from_config(
+        reward,
+        **{"kl.in_reward": False, "kl.coef": 0.1, "rollout_batch_size": 8, "minibatch_size": 8},
+    )
+    refiner.weighted_components = ("lowercase", "flat")
+    with caplog.at_level("WARNING", logger="lmgcot"):
+        rows = fit_questions(refiner, tmp_path, [f"q{i}?" for i in range(6)], per_rollout=2)
+    assert all(float(r["rl/kl_loss"]) >= 0 for r in rows)
+    assert all(float(r["rewards/flat/spread"]) == 0 for r in rows)
+    warnings = [r.getMessage() for r in caplog.records if "no spread" in r.getMessage()]
+    assert len(warnings) == 1 and "'flat'" in warnings[0], warnings

@@ -1,4 +1,5 @@
-"""Numerical core of PPO for seq2seq students: KL penalties, advantages, losses, a value head."""
+"""Numerical core of RL for seq2seq students: KL penalties, advantages (GAE and critic-free), losses,
+a value head."""
 
 from lmgcot.rl.kl import (
     KL_ESTIMATORS,
@@ -6,8 +7,16 @@ from lmgcot.rl.kl import (
     FixedKLController,
     kl_estimate,
 )
+from lmgcot.rl.policy_gradient import (
+    ALGORITHMS,
+    group_advantages,
+    rloo_advantages,
+    sequence_advantages,
+)
 from lmgcot.rl.ppo_math import (
+    LOSS_AGGREGATIONS,
     RunningMeanStd,
+    aggregate,
     clip_scores,
     entropy_from_logits,
     gae,
@@ -20,9 +29,15 @@ from lmgcot.rl.ppo_math import (
     token_rewards,
     value_loss,
 )
-from lmgcot.rl.value_head import ValueHead, policy_with_value
+from lmgcot.rl.value_head import ValueHead
 
 __all__ = [
+    "ALGORITHMS",
+    "LOSS_AGGREGATIONS",
+    "aggregate",
+    "group_advantages",
+    "rloo_advantages",
+    "sequence_advantages",
     "KL_ESTIMATORS",
     "AdaptiveKLController",
     "FixedKLController",
@@ -38,7 +53,6 @@ __all__ = [
     "masked_whiten",
     "normalize_scores",
     "policy_loss",
-    "policy_with_value",
     "token_rewards",
     "value_loss",
 ]

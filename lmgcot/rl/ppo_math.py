@@ -11,6 +11,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+# token_mean: every real token of the minibatch weighs the same (long rationales weigh more);
+# seq_mean: mean over each rationale's tokens, then over rationales (GRPO's original);
+# sum_norm: sum over each rationale's tokens divided by a constant (max_new_tokens), then mean
+# over rationales (Dr. GRPO: no length bias, the plain REINFORCE gradient up to a constant).
+LOSS_AGGREGATIONS = ("token_mean", "seq_mean", "sum_norm")
+
 
 def masked_mean(
     x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None
@@ -75,6 +81,23 @@ def masked_whiten(
     if not shift_mean:
         whitened = whitened + mean
     return whitened * mask
+
+
+def aggregate(
+    per_token: torch.Tensor, mask: torch.Tensor, how: str, max_new_tokens: int | None = None
+) -> torch.Tensor:
+    """Reduce a (batch, T) per-token loss to a scalar over the real tokens (`LOSS_AGGREGATIONS`)."""
+    mask = mask.to(per_token.dtype)
+    if how == "token_mean":
+        return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+    per_row = (per_token * mask).sum(dim=1)
+    if how == "seq_mean":
+        return (per_row / mask.sum(dim=1).clamp_min(1.0)).mean()
+    if how == "sum_norm":
+        if not max_new_tokens:
+            raise ValueError("loss aggregation sum_norm needs max_new_tokens")
+        return (per_row / max_new_tokens).mean()
+    raise ValueError(f"rl.loss_agg={how!r}: allowed values are {list(LOSS_AGGREGATIONS)}")
 
 
 def token_rewards(
@@ -160,8 +183,11 @@ def policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip_range: float,
+    agg: str = "token_mean",
+    max_new_tokens: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PPO clipped surrogate loss: masked mean of max(-A * ratio, -A * clip(ratio, 1 +- eps)).
+    """PPO clipped surrogate loss: max(-A * ratio, -A * clip(ratio, 1 +- eps)) aggregated over the
+    real tokens by `agg` (see `aggregate`; `token_mean` is the masked mean).
 
     Args:
         logprobs: (batch, T) log-probs of the sampled tokens under the policy being optimised.
@@ -170,6 +196,8 @@ def policy_loss(
         mask: (batch, T) 0/1 floats.
         clip_range: epsilon, how far the probability ratio may move from 1 before the gradient
             stops (> 0; 0.2 is usual).
+        agg: how per-token terms become one loss (`LOSS_AGGREGATIONS`).
+        max_new_tokens: the constant of the `sum_norm` aggregation.
 
     Returns:
         (loss, clipfrac, approx_kl): the scalar loss to minimise; the fraction of real tokens where
@@ -183,7 +211,7 @@ def policy_loss(
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = aggregate(torch.maximum(unclipped, clipped), mask, agg, max_new_tokens)
     with torch.no_grad():
         clipfrac = masked_mean((clipped > unclipped).to(logprobs.dtype), mask)
         approx_kl = masked_mean(0.5 * log_ratio**2, mask)
