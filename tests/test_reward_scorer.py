@@ -13,13 +13,14 @@ from fake_api_server import FakeApiServer
 from lmgcot.cli import CONFIG_DIR
 from lmgcot.data.synthetic import SyntheticMultiHop
 from lmgcot.errors import BackendError, ConfigError
+from lmgcot.llm.base import Completion, LargeLM, Request
 from lmgcot.llm.cache import CallCache
 from lmgcot.llm.openai import OpenAILargeLM
 from lmgcot.llm.simulated import SimulatedLargeLM
 from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards import ASPECTS, RewardMix, build_judge_prompt
 from lmgcot.rewards.judge import JUDGE_PREFIX
-from lmgcot.rewards.scorer import RewardScorer, mean_scores
+from lmgcot.rewards.scorer import WELLFORMED, RewardScorer, mean_scores
 
 PROMPTS = PromptTemplates(
     **yaml.safe_load((Path(CONFIG_DIR) / "prompt" / "default.yaml").read_text())
@@ -57,7 +58,8 @@ def test_mixed_total_is_the_normalised_weighted_sum(bridge_examples):
     scorer = make({"task": 1.0, "readability": 1.0, "naturalness": 2.0})
     rationales = [teacher_rationale(scorer.large_lm, scorer.prompts, x) for x in bridge_examples]
     totals, comps, _ = scorer(bridge_examples, rationales)
-    assert set(comps) == {"task", "readability", "naturalness"}
+    # The gate's score comes back too, but only the mix's components are summed.
+    assert set(comps) == {"task", "readability", "naturalness", WELLFORMED}
     for i, total in enumerate(totals):
         expected = (comps["task"][i] + comps["readability"][i] + 2 * comps["naturalness"][i]) / 4
         assert total == pytest.approx(expected)
@@ -65,14 +67,15 @@ def test_mixed_total_is_the_normalised_weighted_sum(bridge_examples):
 
 def test_fluency_needs_token_logprobs_and_uses_them(bridge_examples):
     scorer = make({"fluency": 1.0})
-    rationales = ["A was born in B."] * len(bridge_examples)
+    rationales = [teacher_rationale(scorer.large_lm, scorer.prompts, x) for x in bridge_examples]
     with pytest.raises(ValueError, match="token log-probs"):
         scorer(bridge_examples, rationales)
     totals, comps, _ = scorer(bridge_examples, rationales, [[-0.5, -0.5]] * len(rationales))
+    assert comps[WELLFORMED] == [1.0] * len(rationales)  # so the gate leaves fluency as it is
     assert totals == pytest.approx([0.6065306597] * len(rationales))
     # Quality scoring without log-probs leaves fluency out rather than guessing it.
     all_aspects, _ = scorer.components(bridge_examples, rationales, names=list(ASPECTS))
-    assert set(all_aspects) == set(ASPECTS) - {"fluency"}
+    assert set(all_aspects) == set(ASPECTS) - {"fluency"} | {WELLFORMED}
 
 
 def test_consistency_compares_with_the_large_lms_answer(bridge_examples):
@@ -84,6 +87,73 @@ def test_consistency_compares_with_the_large_lms_answer(bridge_examples):
     contrary = teacher_rationale(scorer.large_lm, scorer.prompts, x) + " So the answer is Nowhere."
     totals, _, _ = scorer([x, x], [stated, contrary])
     assert totals == [1.0, 0.0]
+
+
+JUNK = ["bral was", "TheTheThe in in in in", "Paris Paris Paris Paris.", "was born in"]
+
+
+def test_the_gate_holds_junk_down_on_every_aspect_but_leaves_task_alone(bridge_examples):
+    examples = [bridge_examples[0]] * len(JUNK)
+    names = ["task", *ASPECTS]
+    logprobs = [[-0.1]] * len(JUNK)  # junk the reference model finds likely
+    gated, _ = make({"task": 1.0}).components(examples, JUNK, names, logprobs)
+    plain, _ = make({"task": 1.0}, gate=False).components(examples, JUNK, names, logprobs)
+    # Without the gate junk maxes out the surface measures ...
+    assert plain["coherence"] == [1.0] * len(JUNK) and plain["readability"][:2] == [1.0, 1.0]
+    assert plain["fluency"] == pytest.approx([0.905] * len(JUNK), abs=1e-3)
+    # ... with it no aspect scores above the gate, which junk fails.
+    assert all(w <= 0.3 for w in gated[WELLFORMED])
+    for name in ASPECTS:
+        assert all(g <= w + 1e-12 for g, w in zip(gated[name], gated[WELLFORMED])), name
+    assert gated["task"] == plain["task"]
+    # The gate is scored whether or not it is applied, when asked for.
+    assert WELLFORMED not in plain
+    shown, _ = make({"task": 1.0}, gate=False).components(examples, JUNK, ["task", WELLFORMED])
+    assert shown[WELLFORMED] == gated[WELLFORMED] and shown["task"] == plain["task"]
+
+
+def test_the_gate_changes_nothing_for_well_formed_rationales(bridge_examples):
+    scorer = make({"task": 1.0})
+    rationales = [teacher_rationale(scorer.large_lm, scorer.prompts, x) for x in bridge_examples]
+    names = ["task", *ASPECTS]
+    gated, _ = scorer.components(bridge_examples, rationales, names)
+    plain, _ = make({"task": 1.0}, gate=False).components(bridge_examples, rationales, names)
+    assert gated.pop(WELLFORMED) == [1.0] * len(rationales)
+    assert gated == plain
+    # Only the task asked for: nothing to gate, no gate column.
+    task_only, _ = scorer.components(bridge_examples, rationales)
+    assert set(task_only) == {"task"}
+
+
+def test_the_gate_is_read_from_the_config():
+    lm = SimulatedLargeLM()
+    base = {"weights": {"task": 1.0}}
+    assert RewardScorer.from_config(base, lm, PROMPTS).gate is True
+    assert RewardScorer.from_config({**base, "gate": False}, lm, PROMPTS).gate is False
+    vocab = RewardScorer.from_config(base, lm, PROMPTS, vocabulary={"hence"})
+    assert vocab.vocabulary == {"hence"}
+    with pytest.raises(ConfigError, match=r"reward.gate='yes': must be true or false"):
+        RewardScorer.from_config({**base, "gate": "yes"}, lm, PROMPTS)
+
+
+class PraisingJudge(LargeLM):
+    """Rates every rationale 5 on every aspect: a judge that junk has fooled."""
+
+    backend = "praising"
+
+    def _complete(self, requests: list[Request]) -> list[Completion]:
+        return [Completion("\n".join(f"{n}: 5" for n in ASPECTS)) for _ in requests]
+
+
+def test_the_gate_applies_to_the_judge_scorer(bridge_examples):
+    x = bridge_examples[0]
+    good = teacher_rationale(SimulatedLargeLM(error_rate=0.0), PROMPTS, x)
+    rationales = [good, *JUNK]
+    examples = [x] * len(rationales)
+    judge = make({"factuality": 1.0, "coherence": 1.0}, lm=PraisingJudge("j"), scorer="judge")
+    totals, comps, failures = judge(examples, rationales)
+    assert failures == [] and comps[WELLFORMED][0] == 1.0
+    assert totals[0] == 1.0 and all(t <= 0.3 for t in totals[1:])
 
 
 def test_bad_scorer_settings_are_config_errors():
@@ -116,7 +186,8 @@ def test_judge_scorer_through_the_openai_client(bridge_examples, tmp_path):
         lm = OpenAILargeLM(
             "judge-model", cache=CallCache(tmp_path / "c.sqlite"), base_url=f"{server.url}/v1"
         )
-        scorer = make({"factuality": 1.0, "fluency": 1.0}, lm=lm, scorer="judge")
+        # Ungated: this test is about the judge's replies (the gate has its own tests).
+        scorer = make({"factuality": 1.0, "fluency": 1.0}, lm=lm, scorer="judge", gate=False)
         rationales = ["X was born in Y.", "Nothing useful.", "garble garble", "Z was born in W."]
         totals, comps, failures = scorer(bridge_examples, rationales)
         assert comps["factuality"] == [1.0, 0.0, None, 1.0]

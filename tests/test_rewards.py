@@ -119,17 +119,30 @@ def test_coherence_is_mean_adjacent_jaccard():
 @pytest.mark.parametrize(
     ("rationale", "answer", "expected"),
     [
+        # A stated answer is compared with the large LM's, after normalisation ...
         ("Alice was born in Paris. So the answer is Paris.", "Paris", 1.0),
         ("Alice was born in Paris. So the answer is Paris.", "the paris", 1.0),
-        ("Alice was born in Paris. So the answer is Paris.", "London", 0.0),
-        # No stated answer: the last sentence naming the answer agrees ...
+        # ... and wins over what the rationale merely names.
+        ("Alice was born in Paris, not London. So the answer is Paris.", "London", 0.0),
+        ("Alice and Bob were born in Paris. So the answer is no.", "yes", 0.0),
+        # No stated answer: naming the answer anywhere, as whole words, agrees ...
         ("Alice Smith was born in Paris.", "Paris", 1.0),
-        # ... one that does not name it neither agrees nor disagrees; "Paris" is not "Parisville".
-        ("Alice Smith was born in Paris.", "London", 0.5),
-        ("Alice Smith was born in Parisville.", "Paris", 0.5),
+        ("Alice Smith was born in Paris. She studied physics.", "Paris", 1.0),
+        ("Alice Smith was born in New York City.", "new york city", 1.0),
+        # Known failure mode: a comparison names both candidates, so either answer agrees.
+        ("Alpha came out in 1970. Beta came out in 1953.", "Alpha", 1.0),
+        # ... not naming it disagrees: the large LM answered something the rationale lacks.
+        ("Alice Smith was born in Paris.", "London", 0.0),
+        ("Alice Smith was born in Parisville.", "Paris", 0.0),
+        ("Alice Smith was born in New York.", "New York City", 0.0),
+        # Yes/no answers are never named by the facts: neither, even when "no" occurs as a word.
+        ("Alice Smith was born in Paris. Bob was born in Paris.", "yes", 0.5),
+        ("There is no record of where Alice was born.", "no", 0.5),
+        # No large-LM answer to agree with; an empty rationale supports nothing.
         ("Alice was born in Paris. So the answer is Paris.", None, 0.5),
         ("Alice was born in Paris. So the answer is Paris.", "", 0.5),
-        ("", "Paris", 0.5),
+        ("", "Paris", 0.0),
+        (" ", "yes", 0.0),
     ],
 )
 def test_consistency(rationale, answer, expected):
@@ -185,10 +198,9 @@ def test_readability_is_scaled_flesch_reading_ease():
 
 
 @pytest.mark.parametrize("name", ASPECT_NAMES)
-def test_empty_rationale_scores_zero_except_consistency(name):
+def test_empty_rationale_scores_zero(name):
     extra = {"answers": ["Paris"], "token_logprobs": [[]]}
-    expected = 0.5 if name == "consistency" else 0.0
-    assert ASPECTS[name]([EXAMPLE], ["  "], **extra) == [expected]
+    assert ASPECTS[name]([EXAMPLE], ["  "], **extra) == [0.0]
 
 
 def test_aspects_stay_in_unit_interval_on_real_and_degenerate_text(synthetic, templates):

@@ -17,8 +17,12 @@ Shared text handling (see `sentences` and `content_words`):
   reasoning ("answer", "therefore", ...), which say nothing about the facts.
 * Sentence-level measures (factuality, logicality, coherence) only look at sentences that have at
   least one content word: a bare "So." is punctuation of the argument, not a step of it.
-* An empty (or whitespace-only) rationale scores 0.0 on every measure except consistency, which
-  compares conclusions and scores 0.5 when the rationale states none.
+* An empty (or whitespace-only) rationale scores 0.0 on every measure.
+
+Each docstring ends with the measure's known failure modes: how a policy can raise it without
+writing a better rationale, and what it cannot see. Most are surface statistics that degenerate
+text can max out, which is why `RewardScorer` multiplies them by the well-formedness gate
+(`lmgcot.rewards.wellformed`) by default.
 """
 
 from __future__ import annotations
@@ -60,6 +64,11 @@ def factuality(examples: Sequence[Example], rationales: Sequence[str], **extra) 
     words occur in a single context sentence. Each context sentence is read together with its
     paragraph's title, because Wikipedia-style sentences refer to the title entity by pronoun
     ("He was born in ..."). No sentence with content words gives 0.0.
+
+    Failure modes: word overlap is not entailment, so negations ("X was not born in Y"), swapped
+    roles and facts from a distractor paragraph (the wrong bridge) all count as supported; copying
+    context sentences scores 1.0 whatever they are about; paraphrases and synonyms count as
+    unsupported; a sentence with one or two content words needs only one or two matches.
     """
     _check_lengths(examples, rationales)
     out = []
@@ -85,6 +94,9 @@ def relevance(examples: Sequence[Example], rationales: Sequence[str], **extra) -
     does not (the bridge), so precision against the question would punish exactly those. Padding
     is held back by the other aspects and the task reward. A question without content words gives
     0.5 (nothing to be relevant to); an empty rationale gives 0.0.
+
+    Failure modes: restating the question scores 1.0 (as does listing its words in any order); it
+    cannot tell whether the rationale reaches what is asked, only whether it mentions it.
     """
     _check_lengths(examples, rationales)
     out = []
@@ -104,21 +116,38 @@ def logicality(examples: Sequence[Example], rationales: Sequence[str], **extra) 
     A sentence builds on the earlier ones when it shares at least one content word (in practice an
     entity or value) with any of them, as the hops of a reasoning chain do ("A was born in B. B is
     in C."). A single sentence scores 1.0: it has nothing to fail to connect to.
+
+    Failure modes: one sentence (even junk such as "bral was.") scores 1.0; repeating any one
+    entity in every sentence scores 1.0; a shared word is not an inference, so a chain that links
+    through the wrong bridge or draws a wrong conclusion scores like a valid one.
     """
     _check_lengths(examples, rationales)
     return [_score_steps(r, _share_linked_to_earlier) for r in rationales]
 
 
 def consistency(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
-    """Agreement between the rationale's conclusion and the large LM's answer (`extra["answers"]`).
+    """Agreement between the rationale and the large LM's answer guided by it (`extra["answers"]`).
 
-    The conclusion is the answer the rationale states with an answer phrase ("So the answer is X";
-    see `lmgcot.eval.answers.split_rationale_answer`). With one: 1.0 when it equals the large LM's
-    answer after `normalize_answer`, else 0.0. Without one (student rationales are trained without
-    the answer sentence), the last sentence is the conclusion: 1.0 when the normalised answer
-    occurs in it as whole words ("... was born in Paris." and "Paris"), else 0.5, because a
-    conclusion that does not name an answer neither agrees nor disagrees. A missing (None or empty)
-    large-LM answer also gives 0.5.
+    Compared after `normalize_answer`, in this order:
+
+    * an empty rationale: 0.0 (it supports nothing);
+    * a missing (None or empty) large-LM answer: 0.5 (nothing to agree with);
+    * the rationale states an answer with an answer phrase ("So the answer is X"; see
+      `lmgcot.eval.answers.split_rationale_answer`): 1.0 when it equals the large LM's, else 0.0;
+    * otherwise (student rationales are trained without the answer sentence) the rationale supports
+      the answer when it names it: 1.0 when the answer occurs anywhere in the rationale as whole
+      words ("Alice was born in Paris." and "Paris"), else 0.0, since the large LM then answered
+      something the rationale does not mention;
+    * except yes/no answers without a stated answer: 0.5. Whether stated facts imply "yes" or "no"
+      ("A was born in X. B was born in Y." for "same city?") needs the question's logic, and no
+      simple rule holds across datasets.
+
+    Failure modes: naming is not supporting. Comparison questions name both candidates, so either
+    answer scores 1.0; a rationale that lists many context entities agrees with most answers; a
+    wrong bridge that misleads the large LM is "consistent" with the wrong answer it causes
+    (consistency is not correctness: that is the task reward). Yes/no questions carry no signal
+    unless the rationale states its answer. Aliases ("NYC" for "New York City") count as
+    disagreement.
     """
     _check_lengths(examples, rationales)
     answers = _require(extra, "answers", "the large LM's answers, one per rationale")
@@ -126,18 +155,17 @@ def consistency(examples: Sequence[Example], rationales: Sequence[str], **extra)
     out = []
     for rationale, answer in zip(rationales, answers):
         target = normalize_answer(answer or "")
-        if not rationale.strip():
-            out.append(0.5)
-            continue
         _, stated = split_rationale_answer(rationale)
-        if not target:
+        if not rationale.strip():
+            out.append(0.0)
+        elif not target:
             out.append(0.5)
         elif stated:
             out.append(float(normalize_answer(stated) == target))
+        elif target in _YES_NO:
+            out.append(0.5)
         else:
-            parts = sentences(rationale)
-            last = f" {normalize_answer(parts[-1])} " if parts else ""
-            out.append(1.0 if f" {target} " in last else 0.5)
+            out.append(float(f" {target} " in f" {normalize_answer(rationale)} "))
     return out
 
 
@@ -147,6 +175,11 @@ def coherence(examples: Sequence[Example], rationales: Sequence[str], **extra) -
     A single sentence scores 1.0 (no seam between sentences to be incoherent at); an empty
     rationale scores 0.0. Unlike logicality this rewards each step following on from the one just
     before it, and rewards sharing many words, not one.
+
+    Failure modes: one sentence (even junk) scores 1.0, and saying the same sentence twice scores
+    1.0, so RL drives it towards one-sentence or looping text; a sound multi-hop chain whose
+    sentences share only the bridge entity scores low ("Alice Smith was born in Paris. Paris is
+    in France." gets 1/5).
     """
     _check_lengths(examples, rationales)
     return [_score_steps(r, _mean_adjacent_jaccard) for r in rationales]
@@ -158,6 +191,10 @@ def fluency(examples: Sequence[Example], rationales: Sequence[str], **extra) -> 
     This is the inverse perplexity, in [0, 1]. The log-probabilities come from the caller (the RL
     stage already computes them for the KL term), one list of floats per rationale; an empty list
     (an empty rationale) scores 0.0. NaN log-probabilities raise ValueError.
+
+    Failure modes: it measures closeness to the reference model, not English, so it is only as good
+    as the reference (a tiny distilled student); short, formulaic and repetitive text is likely,
+    and loops grow more likely the longer they run; it rewards the reference's own mistakes.
     """
     _check_lengths(examples, rationales)
     logprobs = _require(
@@ -189,6 +226,11 @@ def naturalness(examples: Sequence[Example], rationales: Sequence[str], **extra)
       typical degenerate output.
 
     A product, so any one defect is enough to pull the score down.
+
+    Failure modes: only surface degeneracy: word salad of distinct words, a single short sentence
+    ("X." scores 1.0), made-up words and punctuated fragments ("was born in.") all pass; rationales
+    that restate similar facts ("A came out in 1970. B came out in 1953.") legitimately lose some
+    distinct bigrams.
     """
     _check_lengths(examples, rationales)
     out = []
@@ -214,6 +256,11 @@ def readability(examples: Sequence[Example], rationales: Sequence[str], **extra)
     FRE = 206.835 - 1.015 * words / sentences - 84.6 * syllables / words, with sentences from
     `sentences`, words from `_WORD` and syllables from `count_syllables` (a number counts one
     syllable per digit). No words gives 0.0.
+
+    Failure modes: it rewards short words in short sentences, whatever they say: "in in in." and
+    "bral was" reach the top; invented names (the synthetic dataset's, long years read digit by
+    digit) lower it for reasons that have nothing to do with the writing; the syllable count is a
+    vowel-group heuristic.
     """
     _check_lengths(examples, rationales)
     out = []
@@ -274,6 +321,8 @@ _TOKEN = re.compile(r"[^\W_]+")
 # A word for readability and bigrams: letters with an optional apostrophe part, or a number.
 _WORD = re.compile(r"[A-Za-z]+(?:['\u2019][A-Za-z]+)*|\d+")
 _VOWEL_GROUP = re.compile(r"[aeiouy]+")
+# Normalised yes/no answers: consistency cannot read them off the rationale's facts.
+_YES_NO = frozenset({"yes", "no"})
 _CHAR_RUN = re.compile(rf"([^\d\s])\1{{{CHAR_RUN_LENGTH - 1},}}")
 _FINAL_PUNCT = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
 

@@ -5,6 +5,11 @@ One object serves the RL stage (only the mix's active components, per rollout) a
 interchangeable scorers: `auto` (offline measures in `lmgcot.rewards.aspects`) or `judge` (the large
 LM rates all eight in one call, `lmgcot.rewards.judge`). Large-LM calls go through its persistent
 cache, so evaluation re-uses what RL already asked.
+
+With `gate=True` (`reward.gate`, the default) every aspect score, from either scorer, is multiplied
+by the rationale's `wellformedness` (`lmgcot.rewards.wellformed`), so degenerate text cannot earn
+aspect reward; the gate itself is reported as the logged-only component `wellformed`. The task
+reward is never gated: the large LM's answer already judges what the rationale is worth to it.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ from lmgcot.llm.base import GenerationParams, LargeLM
 from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards.aspects import ASPECTS
 from lmgcot.rewards.judge import judge_components, judge_scores
-from lmgcot.rewards.mix import RewardMix
+from lmgcot.rewards.mix import COMPONENTS, RewardMix
 from lmgcot.rewards.task import TASK_METRICS, task_reward
+from lmgcot.rewards.wellformed import wellformedness
 
 SCORERS = ("auto", "judge")
+# The gate's score: returned by `components` for logging, never weighted in the mix.
+WELLFORMED = "wellformed"
 
 
 class RewardScorer:
@@ -34,7 +42,12 @@ class RewardScorer:
         answer_max_new_tokens: int = 32,
         judge_max_new_tokens: int = 64,
         judge_max_context_chars: int | None = None,
+        gate: bool = True,
+        vocabulary: set[str] | frozenset[str] | None = None,
     ):
+        """`gate`: multiply every aspect by `wellformedness`. `vocabulary`: lower-cased words the
+        gate counts as known besides each example's context and question (the pipeline passes
+        the words of the teacher's train rationales; see `wellformed.vocabulary_of`)."""
         if scorer not in SCORERS:
             raise ConfigError(f"reward.scorer={scorer!r}: allowed values are {list(SCORERS)}")
         if task_metric not in TASK_METRICS:
@@ -49,11 +62,17 @@ class RewardScorer:
         self.answer_max_new_tokens = int(answer_max_new_tokens)
         self.judge_params = GenerationParams(max_new_tokens=int(judge_max_new_tokens))
         self.judge_max_context_chars = judge_max_context_chars
+        self.gate = gate
+        self.vocabulary = frozenset(vocabulary or ())
 
     @classmethod
     def from_config(
         cls, reward_cfg: Mapping, large_lm: LargeLM, prompts: PromptTemplates, **kwargs
     ) -> RewardScorer:
+        """From a `reward` config node; `kwargs` (e.g. `vocabulary=`) go to the constructor."""
+        gate = reward_cfg.get("gate", True)
+        if not isinstance(gate, bool):
+            raise ConfigError(f"reward.gate={gate!r}: must be true or false")
         return cls(
             RewardMix.from_config(reward_cfg),
             large_lm,
@@ -62,6 +81,7 @@ class RewardScorer:
             task_metric=reward_cfg.get("task_metric", "em"),
             judge_max_new_tokens=int(reward_cfg.get("judge_max_new_tokens", 64)),
             judge_max_context_chars=reward_cfg.get("judge_max_context_chars"),
+            gate=gate,
             **kwargs,
         )
 
@@ -79,14 +99,22 @@ class RewardScorer:
     ) -> tuple[dict[str, list[float | None]], list[dict]]:
         """({component: one score per rationale, None where a judge reply was unusable}, failures).
 
-        `names` defaults to the mix's active components. `token_logprobs` (the reference model's
-        per-token log-probabilities of each rationale) is needed for `auto` fluency; without them
-        fluency is left out. `failures` lists the judge replies that could not be parsed.
+        `names` defaults to the mix's active components; besides `COMPONENTS` it may name
+        `wellformed`, which is also added whenever the gate is on and any aspect is asked for.
+        Aspects come back multiplied by it when the gate is on; task never is. `token_logprobs`
+        (the reference model's per-token log-probabilities of each rationale) is needed for
+        `auto` fluency; without them fluency is left out. `failures` lists the judge replies that
+        could not be parsed.
         """
         names = list(self.mix.active if names is None else names)
-        unknown = [n for n in names if n != "task" and n not in ASPECTS]
+        unknown = [n for n in names if n not in COMPONENTS and n != WELLFORMED]
         if unknown:
             raise ValueError(f"unknown reward components {unknown}")
+        aspects = [n for n in names if n in ASPECTS]
+        wellformed = None
+        if WELLFORMED in names or (self.gate and aspects):
+            wellformed = wellformedness(examples, rationales, self.vocabulary)
+        gate = wellformed if self.gate else None
         out: dict[str, list[float | None]] = {}
         failures: list[dict] = []
         answers: list[str] | None = None
@@ -103,10 +131,7 @@ class RewardScorer:
             )
             if "task" in names:
                 out["task"] = list(rewards)
-        aspects = [n for n in names if n in ASPECTS]
-        if not aspects:
-            return out, failures
-        if self.scorer == "judge":
+        if self.scorer == "judge" and aspects:
             scores, failures = judge_scores(
                 examples,
                 rationales,
@@ -115,14 +140,19 @@ class RewardScorer:
                 self.judge_max_context_chars,
             )
             columns = judge_components(scores)
-            out.update({name: columns[name] for name in aspects})
-            return out, failures
+        else:  # auto (no work when no aspect is asked for)
+            columns = {
+                name: ASPECTS[name](
+                    examples, rationales, answers=answers, token_logprobs=token_logprobs
+                )
+                for name in aspects
+                if name != "fluency" or token_logprobs is not None
+            }
         for name in aspects:
-            if name == "fluency" and token_logprobs is None:
-                continue
-            out[name] = list(
-                ASPECTS[name](examples, rationales, answers=answers, token_logprobs=token_logprobs)
-            )
+            if name in columns:
+                out[name] = _gated(columns[name], gate)
+        if wellformed is not None:
+            out[WELLFORMED] = list(wellformed)
         return out, failures
 
     def __call__(
@@ -131,12 +161,20 @@ class RewardScorer:
         rationales: Sequence[str],
         token_logprobs: Sequence[Sequence[float]] | None = None,
     ) -> tuple[list[float], dict[str, list[float | None]], list[dict]]:
-        """(total reward per rationale, the active components, judge failures)."""
+        """(total reward per rationale, the active components and any `wellformed`, failures)."""
         if self.needs_token_logprobs and token_logprobs is None:
             raise ValueError("the fluency reward needs the reference model's token log-probs")
         comps, failures = self.components(examples, rationales, token_logprobs=token_logprobs)
-        totals, _ = self.mix.combine(comps)
+        # `wellformed` is logged, not weighted: the mix only takes its own components.
+        totals, _ = self.mix.combine({k: v for k, v in comps.items() if k in COMPONENTS})
         return totals, comps, failures
+
+
+def _gated(values: Sequence[float | None], gate: Sequence[float] | None) -> list[float | None]:
+    """`values` times the gate, element-wise (None stays None); unchanged without a gate."""
+    if gate is None:
+        return list(values)
+    return [None if v is None else v * g for v, g in zip(values, gate)]
 
 
 def mean_scores(components: Mapping[str, Sequence[float | None]]) -> dict[str, float]:

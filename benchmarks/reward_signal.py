@@ -1,0 +1,197 @@
+"""Which reward components can tell a student's samples of one question apart? Run by hand.
+
+    python benchmarks/reward_signal.py --student RUN/distill/student
+    python benchmarks/reward_signal.py --student RUN/distill/student --no-gate
+    python benchmarks/reward_signal.py --student DIR --teacher-rationales RUN/teacher/train.jsonl \\
+        --split val reward=all
+
+PPO with group-normalised scores (`rl.score_norm=group`), like GRPO, learns only from how the
+samples of one question differ: a component that gives every sample of a question the same score
+adds nothing to the gradient, however its mean moves between questions. This samples `--k`
+rationales per question from a distilled student (temperature 1, no top-k or top-p truncation: the
+refine stage's rollouts), scores every component with `RewardScorer` (the task reward, the eight
+aspects, and the `wellformed` gate; fluency under the student itself, the refine stage's reference
+model), and prints per component:
+
+- `mean`, `std`: over all samples;
+- `within`: the mean over questions of the standard deviation of its k samples (what group
+  normalisation sees);
+- `between`: the standard deviation of the question means (what it removes);
+- `spread`: the share of questions whose samples do not all score the same;
+- the verdict: "carries signal" when `within` >= `--min-within-std` (0.02 by default: components
+  live on [0, 1], and the task reward, the signal that matters, moves by whole points within a
+  question wherever the student is unsure; a component that moves samples by less than 2 points
+  is swamped by it in a mix, and alone its group-normalised noise is amplified to unit scale).
+
+Also the mean wellformedness of the student's greedy rationales, next to the sampled ones'.
+JSON lines on stdout, a readable table on stderr. The Hydra config is the project's (`conf/`) with
+any overrides given after the options; the dataset, prompts and large LM must be the ones the
+student was distilled with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from lmgcot.prompts import PromptTemplates
+from lmgcot.rewards.mix import COMPONENTS
+from lmgcot.rewards.scorer import WELLFORMED, RewardScorer
+from lmgcot.rewards.wellformed import vocabulary_of, wellformedness
+from lmgcot.student.generate import generate_rationales, score_rationales
+from lmgcot.student.models import build_student
+from lmgcot.student.objectives import explain_task
+from lmgcot.utils.io import read_jsonl
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+NAMES = [*COMPONENTS, WELLFORMED]
+# Scores closer than this count as equal when deciding whether a question's samples differ.
+SAME = 1e-9
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--student", required=True, help="a distilled student directory (HF format)")
+    ap.add_argument("--k", type=int, default=16, help="samples per question")
+    ap.add_argument("--questions", type=int, default=64, help="the split's first N questions")
+    ap.add_argument("--split", default="train", choices=("train", "val", "test"))
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--no-gate", action="store_true", help="score aspects without the gate")
+    ap.add_argument(
+        "--teacher-rationales",
+        help="a teacher JSONL (RUN/teacher/train.jsonl): its words are the gate's vocabulary",
+    )
+    ap.add_argument("--min-within-std", type=float, default=0.02)
+    ap.add_argument("--show", type=int, default=5, help="print the N least well-formed samples")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. reward=all")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose("config", overrides=[f"seed={args.seed}", *args.overrides])
+    cfg.reward.gate = not args.no_gate
+    dataset = instantiate(cfg.dataset)
+    examples = list(getattr(dataset.load_splits(), args.split))[: args.questions]
+    prompts = PromptTemplates(**OmegaConf.to_container(cfg.prompt), context_mode=dataset.context)
+    vocabulary = None
+    if args.teacher_rationales:
+        vocabulary = vocabulary_of(r["rationale"] for r in read_jsonl(args.teacher_rationales))
+    scorer = RewardScorer.from_config(
+        cfg.reward,
+        instantiate(cfg.large_lm),
+        prompts,
+        answer_max_new_tokens=int(cfg.evaluation.answer_max_new_tokens),
+        vocabulary=vocabulary,
+    )
+    student = build_student(
+        name=str(cfg.student.name),
+        pretrained=args.student,
+        max_source_length=int(cfg.student.max_source_length),
+        max_target_length=int(cfg.student.max_target_length),
+    )
+    task = explain_task(str(cfg.distill.objective))
+    inputs = [prompts.student_input(x, task) for x in examples]
+
+    greedy = [r[0] for r in generate_rationales(student, inputs)]
+    sampled = generate_rationales(
+        student, inputs, num_samples=args.k, temperature=args.temperature, seed=args.seed
+    )
+    flat_examples = [x for x in examples for _ in range(args.k)]
+    flat_inputs = [i for i in inputs for _ in range(args.k)]
+    flat = [r for rs in sampled for r in rs]
+    logprobs = score_rationales(student, flat_inputs, flat)
+    comps, failures = scorer.components(flat_examples, flat, NAMES, token_logprobs=logprobs)
+
+    gate = "on" if scorer.gate else "off"
+    rows = []
+    for name in NAMES:
+        per_question = [
+            [v for v in comps[name][q * args.k : (q + 1) * args.k] if v is not None]
+            for q in range(len(examples))
+        ]
+        stats = signal_stats(per_question)
+        signal = stats["within_std"] >= args.min_within_std
+        verdict = "carries signal" if signal else "no within-question signal"
+        row = {"component": name, "gate": gate, **stats, "verdict": verdict}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    summary = {
+        "summary": True,
+        "gate": gate,
+        "student": args.student,
+        "split": args.split,
+        "questions": len(examples),
+        "k": args.k,
+        "temperature": args.temperature,
+        "vocabulary": len(vocabulary) if vocabulary is not None else None,
+        "greedy_wellformed": statistics.fmean(wellformedness(examples, greedy, vocabulary)),
+        "sampled_wellformed": statistics.fmean(comps[WELLFORMED]),
+        "judge_failures": len(failures),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(json.dumps(summary), flush=True)
+    print_table(rows, summary, sys.stderr)
+    if args.show:
+        worst = sorted(zip(comps[WELLFORMED], flat), key=lambda p: p[0])[: args.show]
+        print(f"\nleast well-formed of the {len(flat)} samples:", file=sys.stderr)
+        for score, text in worst:
+            print(f"  {score:.3f}  {text!r}", file=sys.stderr)
+    return 0
+
+
+def signal_stats(per_question: list[list[float]]) -> dict:
+    """mean, std, within_std, between_std and spread_share of scores grouped by question
+    (population standard deviations; questions without scores left out)."""
+    groups = [g for g in per_question if g]
+    values = [v for g in groups for v in g]
+    return {
+        "questions": len(groups),
+        "mean": statistics.fmean(values),
+        "std": statistics.pstdev(values),
+        "within_std": statistics.fmean(statistics.pstdev(g) for g in groups),
+        "between_std": statistics.pstdev(statistics.fmean(g) for g in groups),
+        "spread_share": statistics.fmean(max(g) - min(g) > SAME for g in groups),
+    }
+
+
+def print_table(rows: list[dict], summary: dict, out) -> None:
+    print(
+        f"reward signal: {summary['questions']} {summary['split']} questions x {summary['k']} "
+        f"samples (T={summary['temperature']:g}), gate {summary['gate']}, "
+        f"{summary['seconds']:.0f} s",
+        file=out,
+    )
+    print(
+        f"{'component':12s} {'mean':>6s} {'std':>6s} {'within':>6s} {'between':>7s} "
+        f"{'spread':>6s}  verdict",
+        file=out,
+    )
+    for r in rows:
+        print(
+            f"{r['component']:12s} {r['mean']:6.3f} {r['std']:6.3f} {r['within_std']:6.3f} "
+            f"{r['between_std']:7.3f} {r['spread_share']:6.2f}  {r['verdict']}",
+            file=out,
+        )
+    print(
+        f"wellformed: greedy {summary['greedy_wellformed']:.3f}, "
+        f"sampled {summary['sampled_wellformed']:.3f}",
+        file=out,
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("WANDB_MODE", "offline")
+    sys.exit(main(sys.argv[1:]))
