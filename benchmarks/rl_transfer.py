@@ -141,9 +141,7 @@ def main(argv: list[str]) -> int:
                 )
 
     progress = Progress()
-    steps_per_rollout = int(r.ppo_epochs) * math.ceil(
-        int(r.rollout_batch_size) / int(r.minibatch_size)
-    )
+    steps_per_rollout = refiner.steps_per_rollout(per_rollout)
     trainer = pl.Trainer(
         max_steps=args.rollouts * steps_per_rollout,
         accelerator="cpu",

@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from lmgcot.llm.cache import CallCache
 from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards.judge import ASPECT_NAMES, build_judge_prompt
 from lmgcot.rewards.scorer import RewardScorer, mean_scores
+from lmgcot.rewards.wellformed import vocabulary_of
 from lmgcot.rl.kl import KL_ESTIMATORS
 from lmgcot.rl.module import CRITICS, SCORE_NORMS, RationaleRefiner
 from lmgcot.rl.policy_gradient import ALGORITHMS, GRPO_SCALES
@@ -381,6 +381,25 @@ def teacher_temperature(t: DictConfig) -> float:
     return float(t.temperature)
 
 
+def _reward_scorer(ctx: RunContext) -> RewardScorer:
+    """The `reward` config's scorer. Its well-formedness gate knows the words of the teacher's
+    train rationales (when the run has them), so the connectives of real rationales count as
+    words even where a question's context lacks them."""
+    teacher = ctx.run_dir / "teacher" / "train.jsonl"
+    vocabulary = (
+        vocabulary_of(r.rationale for r in _teacher_rationales(ctx, "train"))
+        if teacher.exists()
+        else None
+    )
+    return RewardScorer.from_config(
+        ctx.cfg.reward,
+        ctx.large_lm,
+        ctx.prompts,
+        answer_max_new_tokens=int(ctx.cfg.evaluation.answer_max_new_tokens),
+        vocabulary=vocabulary,
+    )
+
+
 def _teacher_rationales(ctx: RunContext, split: str) -> list[TeacherRationale]:
     return [TeacherRationale(**r) for r in read_jsonl(ctx.run_dir / "teacher" / f"{split}.jsonl")]
 
@@ -424,12 +443,7 @@ def stage_refine(ctx: RunContext) -> None:
             old.unlink(missing_ok=True)
         meta = {"fingerprint": fp, "done": False}
         _write_meta(out_dir, meta)
-    scorer = RewardScorer.from_config(
-        cfg.reward,
-        ctx.large_lm,
-        ctx.prompts,
-        answer_max_new_tokens=int(cfg.evaluation.answer_max_new_tokens),
-    )
+    scorer = _reward_scorer(ctx)
     log.info("refine: reward %s (%s scorer)", scorer.mix, scorer.scorer)
     pools = {
         "train": _cap(ctx.splits.train, r.max_questions),
@@ -496,9 +510,7 @@ def stage_refine(ctx: RunContext) -> None:
         weighted_components=scorer.mix.active,
         sample_logger=sample_logger,
     )
-    steps_per_rollout = int(r.ppo_epochs) * math.ceil(
-        int(r.rollout_batch_size) / int(r.minibatch_size)
-    )
+    steps_per_rollout = module.steps_per_rollout(batch_questions)
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
@@ -662,12 +674,7 @@ def _rationale_quality(
     sources = [m for m in QUALITY_SOURCES if m in preds_by_method]
     if not sources:
         return {}
-    scorer = RewardScorer.from_config(
-        ctx.cfg.reward,
-        ctx.large_lm,
-        ctx.prompts,
-        answer_max_new_tokens=int(ctx.cfg.evaluation.answer_max_new_tokens),
-    )
+    scorer = _reward_scorer(ctx)
     reference: Student | None = students.get("distill")
     if reference is None and scorer.scorer == "auto" and _is_done(ctx.run_dir / "distill"):
         reference = _load_student(ctx, "distill")

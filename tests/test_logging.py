@@ -71,10 +71,12 @@ def test_csv_logger_writes_train_loss_in_the_run_directory(compose_cfg, tmp_path
     assert len(files) == 1
     assert {"train/loss", "step"} <= columns
     assert "test/standard/em" in columns
-    # The refine stage's PPO diagnostics and every reward component, per rollout.
-    rl_keys = {"kl", "kl_coef", "entropy", "clipfrac", "approx_kl", "policy_loss", "value_loss"}
+    # The refine stage's diagnostics and every reward component with its spread, per rollout
+    # (the default estimator is critic-free: no value loss).
+    rl_keys = {"kl", "kl_coef", "entropy", "clipfrac", "approx_kl", "policy_loss", "adv_score_corr"}
     assert {f"rl/{k}" for k in rl_keys} | {"rl/response_length", "val/reward"} <= columns
-    assert {"rewards/task/mean", "rewards/total/mean"} <= columns
+    assert "rl/value_loss" not in columns
+    assert {"rewards/task/mean", "rewards/total/mean", "rewards/task/spread"} <= columns
     samples = [
         json.loads(line)
         for line in (tmp_path / "run" / "refine" / "rollout_samples.jsonl").read_text().splitlines()

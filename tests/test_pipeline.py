@@ -25,14 +25,16 @@ def test_offline_default_runs_end_to_end_and_writes_results(compose_cfg, tmp_pat
     llm = results["llm"]
     assert llm["calls"] > 0 and llm["input_tokens"] > 0 and llm["output_tokens"] > 0
     assert set(llm) >= {"calls", "cache_hits", "input_tokens", "output_tokens", "cost_usd"}
-    # Eight aspect scores in [0, 1] for each rationale source.
+    # Eight aspect scores in [0, 1] for each rationale source, and the well-formedness gate.
     quality = results["rationale_quality"]
     assert set(quality) == {"cot", "lm_guided_kd", "lm_guided_rl"}
     for scores in quality.values():
-        assert list(scores) == list(ASPECTS)
+        assert list(scores) == [*ASPECTS, "wellformed"]
         assert all(0.0 <= v <= 1.0 for v in scores.values()), scores
     refine = results["refine"]
-    assert refine["rollouts"] == 2 and refine["optimizer_steps"] == 4
+    # Rollouts of 4 rationales, 4 per question (rl.samples_per_question): one question, so one
+    # minibatch and one optimiser step per rollout.
+    assert refine["rollouts"] == 2 and refine["optimizer_steps"] == 2
     assert refine["selected"] in ("rl", "distilled") and refine["questions"] == 16
     # The export decision: the best of the two evaluations against the distilled student,
     # question by question over the 4 val questions, at 0.05 / 2.

@@ -176,11 +176,9 @@ def fit_questions(
 ):
     """Train on `questions` (each once per rollout batch); the logged rows of each rollout."""
     pl.seed_everything(0)
-    k = refiner.samples_per_question
-    steps = refiner.ppo_epochs * math.ceil(per_rollout * k / refiner.minibatch_size)
     n_rollouts = len(questions) // per_rollout
     trainer = pl.Trainer(
-        max_steps=n_rollouts * steps,
+        max_steps=n_rollouts * refiner.steps_per_rollout(per_rollout),
         accelerator="cpu",
         logger=CSVLogger(tmp_path),
         enable_checkpointing=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -90,7 +91,7 @@ class RationaleRefiner(pl.LightningModule):
     ratio compares the same deterministic function before and after each update.
 
     Note: under manual optimisation Lightning's `global_step` (and so `Trainer(max_steps=...)`)
-    counts optimiser steps, i.e. `ppo_epochs * ceil(batch / minibatch_size)` per training step.
+    counts optimiser steps, `steps_per_rollout` of them per training step.
     """
 
     def __init__(
@@ -292,6 +293,15 @@ class RationaleRefiner(pl.LightningModule):
         )
         args.update(kwargs)
         return cls(model, tokenizer, reward_fn, optimizer, **args)
+
+    def questions_per_step(self) -> int:
+        """Questions in one minibatch: `minibatch_size` rationales, rounded to whole questions."""
+        return max(1, self.minibatch_size // self.samples_per_question)
+
+    def steps_per_rollout(self, questions: int) -> int:
+        """Optimiser steps one rollout of `questions` questions takes: what Lightning's
+        `global_step` (and so `Trainer(max_steps=...)`) counts under manual optimisation."""
+        return self.ppo_epochs * math.ceil(questions / self.questions_per_step())
 
     # ---------------------------------------------------------------- helpers
 
@@ -539,7 +549,7 @@ class RationaleRefiner(pl.LightningModule):
         input_ids, attention_mask, groups, decoder_input_ids, mask = rollout
         optimizer = self.optimizers()
         n_questions = input_ids.shape[0]
-        per_step = max(1, self.minibatch_size // self.samples_per_question)
+        per_step = self.questions_per_step()
         warming_up = self.uses_critic and self.rollouts_done < self.value_warmup
         stats: dict[str, list[torch.Tensor]] = {
             k: [] for k in ("policy_loss", "clipfrac", "approx_kl")
