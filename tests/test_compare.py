@@ -13,19 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from lmgcot.report.compare import (
-    _spread,
-    bootstrap_mean,
-    compare,
-    hierarchical_means,
-    load_runs,
-    main,
-    paired_bootstrap,
-    plot_comparison,
-    plot_tradeoff,
-    question_means,
-    to_markdown,
-)
+from lmgcot.report.compare import compare, main
+from lmgcot.report.plots import _spread, plot_comparison, plot_tradeoff
+from lmgcot.report.runs import load_runs
+from lmgcot.report.stats import bootstrap_mean, hierarchical_means, paired_bootstrap, question_means
+from lmgcot.report.tables import to_markdown
 
 N_BOOT = 4000
 
