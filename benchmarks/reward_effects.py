@@ -44,11 +44,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rewards", default=",".join(ALL_REWARDS), help="comma-separated options")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1, help="runs side by side (threads split)")
+    ap.add_argument("--threads", type=int, default=None, help="per run (default: cores / jobs)")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("overrides", nargs="*", help="extra lmgcot overrides (after --)")
     args = ap.parse_args(argv)
     rewards = [r for r in args.rewards.split(",") if r]
-    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(
             pool.map(lambda r: run(r, args.out / r, args.seed, threads, args.overrides), rewards)

@@ -70,7 +70,7 @@ def factuality(examples: Sequence[Example], rationales: Sequence[str], **extra) 
     context sentences scores 1.0 whatever they are about; paraphrases and synonyms count as
     unsupported; a sentence with one or two content words needs only one or two matches.
     """
-    _check_lengths(examples, rationales)
+    check_lengths(examples, rationales)
     out = []
     for example, rationale in zip(examples, rationales):
         steps = _content_sentences(rationale)
@@ -98,7 +98,7 @@ def relevance(examples: Sequence[Example], rationales: Sequence[str], **extra) -
     Failure modes: restating the question scores 1.0 (as does listing its words in any order); it
     cannot tell whether the rationale reaches what is asked, only whether it mentions it.
     """
-    _check_lengths(examples, rationales)
+    check_lengths(examples, rationales)
     out = []
     for example, rationale in zip(examples, rationales):
         said = set(content_words(rationale))
@@ -121,7 +121,7 @@ def logicality(examples: Sequence[Example], rationales: Sequence[str], **extra) 
     entity in every sentence scores 1.0; a shared word is not an inference, so a chain that links
     through the wrong bridge or draws a wrong conclusion scores like a valid one.
     """
-    _check_lengths(examples, rationales)
+    check_lengths(examples, rationales)
     return [_score_steps(r, _share_linked_to_earlier) for r in rationales]
 
 
@@ -149,9 +149,9 @@ def consistency(examples: Sequence[Example], rationales: Sequence[str], **extra)
     unless the rationale states its answer. Aliases ("NYC" for "New York City") count as
     disagreement.
     """
-    _check_lengths(examples, rationales)
+    check_lengths(examples, rationales)
     answers = _require(extra, "answers", "the large LM's answers, one per rationale")
-    _check_lengths(rationales, answers, "answers")
+    check_lengths(rationales, answers, "answers")
     out = []
     for rationale, answer in zip(rationales, answers):
         target = normalize_answer(answer or "")
@@ -181,7 +181,7 @@ def coherence(examples: Sequence[Example], rationales: Sequence[str], **extra) -
     sentences share only the bridge entity scores low ("Alice Smith was born in Paris. Paris is
     in France." gets 1/5).
     """
-    _check_lengths(examples, rationales)
+    check_lengths(examples, rationales)
     return [_score_steps(r, _mean_adjacent_jaccard) for r in rationales]
 
 
@@ -196,11 +196,11 @@ def fluency(examples: Sequence[Example], rationales: Sequence[str], **extra) -> 
     as the reference (a tiny distilled student); short, formulaic and repetitive text is likely,
     and loops grow more likely the longer they run; it rewards the reference's own mistakes.
     """
-    _check_lengths(examples, rationales)
+    check_lengths(examples, rationales)
     logprobs = _require(
         extra, "token_logprobs", "per-token log-probabilities, one list per rationale"
     )
-    _check_lengths(rationales, logprobs, "token_logprobs")
+    check_lengths(rationales, logprobs, "token_logprobs")
     out = []
     for i, values in enumerate(logprobs):
         values = [float(v) for v in values]
@@ -232,7 +232,7 @@ def naturalness(examples: Sequence[Example], rationales: Sequence[str], **extra)
     that restate similar facts ("A came out in 1970. B came out in 1953.") legitimately lose some
     distinct bigrams.
     """
-    _check_lengths(examples, rationales)
+    check_lengths(examples, rationales)
     out = []
     for rationale in rationales:
         text = rationale.strip()
@@ -243,9 +243,9 @@ def naturalness(examples: Sequence[Example], rationales: Sequence[str], **extra)
         bigrams = list(zip(words, words[1:]))
         distinct2 = len(set(bigrams)) / len(bigrams) if bigrams else 1.0
         chars = re.sub(r"\s+", "", text)
-        in_runs = sum(len(m.group(0)) for m in _CHAR_RUN.finditer(chars))
+        in_runs = sum(len(m.group(0)) for m in CHAR_RUN_RE.finditer(chars))
         runs = 1.0 - in_runs / len(chars)
-        punct = 1.0 if _FINAL_PUNCT.search(text) else MISSING_FINAL_PUNCT_FACTOR
+        punct = 1.0 if FINAL_PUNCT_RE.search(text) else MISSING_FINAL_PUNCT_FACTOR
         out.append(distinct2 * runs * punct)
     return out
 
@@ -262,7 +262,7 @@ def readability(examples: Sequence[Example], rationales: Sequence[str], **extra)
     digit) lower it for reasons that have nothing to do with the writing; the syllable count is a
     vowel-group heuristic.
     """
-    _check_lengths(examples, rationales)
+    check_lengths(examples, rationales)
     out = []
     for rationale in rationales:
         words = _WORD.findall(rationale)
@@ -295,7 +295,7 @@ def sentences(text: str) -> list[str]:
 
 def content_words(text: str) -> list[str]:
     """Lower-cased letter/digit runs of `text` that are not stop words, in order, with repeats."""
-    return [w for w in _TOKEN.findall(text.lower()) if w not in STOP_WORDS]
+    return [w for w in TOKEN_RE.findall(text.lower()) if w not in STOP_WORDS]
 
 
 def count_syllables(word: str) -> int:
@@ -317,14 +317,14 @@ def count_syllables(word: str) -> int:
 
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 # Letters and digits of any script; "_" is a word character for `\w` but not a letter.
-_TOKEN = re.compile(r"[^\W_]+")
+TOKEN_RE = re.compile(r"[^\W_]+")
 # A word for readability and bigrams: letters with an optional apostrophe part, or a number.
 _WORD = re.compile(r"[A-Za-z]+(?:['\u2019][A-Za-z]+)*|\d+")
 _VOWEL_GROUP = re.compile(r"[aeiouy]+")
 # Normalised yes/no answers: consistency cannot read them off the rationale's facts.
 _YES_NO = frozenset({"yes", "no"})
-_CHAR_RUN = re.compile(rf"([^\d\s])\1{{{CHAR_RUN_LENGTH - 1},}}")
-_FINAL_PUNCT = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
+CHAR_RUN_RE = re.compile(rf"([^\d\s])\1{{{CHAR_RUN_LENGTH - 1},}}")
+FINAL_PUNCT_RE = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
 
 
 def _content_sentences(text: str) -> list[set[str]]:
@@ -339,7 +339,7 @@ def _require(extra: dict, key: str, what: str) -> list:
     return list(extra[key])
 
 
-def _check_lengths(first: Sequence, second: Sequence, name: str = "rationales") -> None:
+def check_lengths(first: Sequence, second: Sequence, name: str = "rationales") -> None:
     if len(first) != len(second):
         raise ValueError(f"{len(second)} {name} for {len(first)} items: need one each")
 

@@ -25,12 +25,12 @@ from collections.abc import Iterable, Sequence
 
 from lmgcot.data.example import Example
 from lmgcot.rewards.aspects import (
-    _CHAR_RUN,
-    _FINAL_PUNCT,
-    _TOKEN,
+    CHAR_RUN_RE,
+    FINAL_PUNCT_RE,
     MISSING_FINAL_PUNCT_FACTOR,
     STOP_WORDS,
-    _check_lengths,
+    TOKEN_RE,
+    check_lengths,
     sentences,
 )
 
@@ -75,11 +75,11 @@ def wellformedness(
     words, e.g. `vocabulary_of` the teacher's train rationales, so that the connectives of real
     rationales are known even where the context lacks them). An empty rationale scores 0.0.
     """
-    _check_lengths(examples, rationales)
+    check_lengths(examples, rationales)
     common = STOP_WORDS | frozenset(vocabulary or ())
     out = []
     for example, rationale in zip(examples, rationales):
-        if not _TOKEN.search(rationale):
+        if not TOKEN_RE.search(rationale):
             out.append(0.0)
             continue
         known = common | _example_words(example)
@@ -93,16 +93,16 @@ def wellformedness(
 
 def vocabulary_of(texts: Iterable[str]) -> frozenset[str]:
     """The lower-cased words of `texts`, tokenised as `wellformedness` reads rationales."""
-    return frozenset(w for text in texts for w in _TOKEN.findall(text.lower()))
+    return frozenset(w for text in texts for w in TOKEN_RE.findall(text.lower()))
 
 
 def repetition_factor(text: str) -> float:
     """stutter * distinct bigrams * runs (see STUTTER_*, DISTINCT2_*, RUN_BAD); 1.0 for no words."""
-    words = _TOKEN.findall(text.lower())
+    words = TOKEN_RE.findall(text.lower())
     if not words:
         return 1.0
     # Within sentences: "... by Ann Lee. Ann Lee was born ..." repeats the bridge, not a stutter.
-    stutters = sum(_stutters(_TOKEN.findall(s.lower())) for s in sentences(text))
+    stutters = sum(_stutters(TOKEN_RE.findall(s.lower())) for s in sentences(text))
     bigrams = list(zip(words, words[1:]))
     distinct2 = len(set(bigrams)) / len(bigrams) if bigrams else 1.0
     pieces = text.split()
@@ -119,7 +119,7 @@ def known_word_factor(text: str, known: frozenset[str] | set[str]) -> float:
 
     1.0 for no words.
     """
-    words = _TOKEN.findall(text.lower())
+    words = TOKEN_RE.findall(text.lower())
     if not words:
         return 1.0
     share = sum(w.isdigit() or w in known for w in words) / len(words)
@@ -135,11 +135,11 @@ def sentence_factor(text: str) -> float:
     `UNBALANCED_FACTOR`. Sentences are `aspects.sentences`, so "D.C. is" splits into a fragment.
     0.0 for no sentence.
     """
-    parts = [_TOKEN.findall(s.lower()) for s in sentences(text)]
+    parts = [TOKEN_RE.findall(s.lower()) for s in sentences(text)]
     if not parts:
         return 0.0
     fragments = sum(len(p) < MIN_SENTENCE_WORDS or p[-1] in DANGLING_WORDS for p in parts)
-    punct = 1.0 if _FINAL_PUNCT.search(text.strip()) else MISSING_FINAL_PUNCT_FACTOR
+    punct = 1.0 if FINAL_PUNCT_RE.search(text.strip()) else MISSING_FINAL_PUNCT_FACTOR
     balanced = (
         text.count("(") == text.count(")")
         and text.count("[") == text.count("]")
@@ -159,7 +159,7 @@ def _chars_in_runs(piece: str) -> int:
     """Characters of a white-space-free piece inside a character run or a chunk repeat (word
     loops across spaces are the stutter and bigram checks' business)."""
     covered: set[int] = set()
-    for rx in (_CHAR_RUN, _CHUNK_REPEAT):
+    for rx in (CHAR_RUN_RE, _CHUNK_REPEAT):
         for m in rx.finditer(piece):
             covered.update(range(m.start(), m.end()))
     return len(covered)
