@@ -104,7 +104,9 @@ def run(reward: str, run_dir: Path, seed: int, threads: int, overrides: list[str
 
 def compare(run_dir: Path, rng: np.random.Generator, n_boot: int) -> dict:
     """Paired RL-vs-KD differences of one run: every aspect and EM."""
-    quality = {s: _rows(run_dir / "eval" / "quality" / f"{s}.jsonl") for s in ("kd", "rl")}
+    quality = {
+        s: _rows(run_dir / "eval" / "quality" / f"lm_guided_{s}.jsonl") for s in ("kd", "rl")
+    }
     em = {s: _rows(run_dir / "eval" / f"lm_guided_{s}.jsonl") for s in ("kd", "rl")}
     results = json.loads((run_dir / "results.json").read_text())
     refine = results.get("refine", {})

@@ -52,7 +52,7 @@ from lmgcot.rewards.scorer import RewardScorer, mean_scores
 from lmgcot.rewards.wellformed import vocabulary_of
 from lmgcot.rl.kl import KL_ESTIMATORS
 from lmgcot.rl.module import CRITICS, SCORE_NORMS, RationaleRefiner
-from lmgcot.rl.policy_gradient import ALGORITHMS, GRPO_SCALES
+from lmgcot.rl.policy_gradient import ALGORITHMS, GROUP_BASELINES, GRPO_SCALES
 from lmgcot.rl.ppo_math import LOSS_AGGREGATIONS
 from lmgcot.rl.selection import select_policy
 from lmgcot.student.generate import generate_rationales as student_rationales
@@ -1103,10 +1103,10 @@ def _check_rl(r: DictConfig) -> None:
     ):
         if r[key] not in allowed:
             raise ConfigError(f"rl.{key}={r[key]!r}: allowed values are {list(allowed)}")
-    if r.algorithm == "rloo" and int(r.samples_per_question) < 2:
+    if r.algorithm in GROUP_BASELINES and int(r.samples_per_question) < 2:
         raise ConfigError(
-            f"rl.samples_per_question={r.samples_per_question}: rl.algorithm=rloo needs >= 2 "
-            "(its baseline is the mean of a question's other samples)"
+            f"rl.samples_per_question={r.samples_per_question}: rl.algorithm={r.algorithm} needs "
+            ">= 2 (its baseline comes from the other samples of the same question)"
         )
     if int(r.value_warmup) < 0:
         raise ConfigError(f"rl.value_warmup={r.value_warmup}: must be >= 0")

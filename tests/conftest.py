@@ -46,6 +46,7 @@ FAST = [
     "print_results=false",
     "rl.rollouts=2",
     "rl.rollout_batch_size=4",
+    "rl.samples_per_question=2",
     "rl.minibatch_size=2",
     "rl.ppo_epochs=1",
     "rl.val_every=1",

@@ -32,9 +32,9 @@ def test_offline_default_runs_end_to_end_and_writes_results(compose_cfg, tmp_pat
         assert list(scores) == [*ASPECTS, "wellformed"]
         assert all(0.0 <= v <= 1.0 for v in scores.values()), scores
     refine = results["refine"]
-    # Rollouts of 4 rationales, 4 per question (rl.samples_per_question): one question, so one
-    # minibatch and one optimiser step per rollout.
-    assert refine["rollouts"] == 2 and refine["optimizer_steps"] == 2
+    # Rollouts of 4 rationales, 2 per question: minibatches of 2 rationales are one question each,
+    # so two optimiser steps per rollout.
+    assert refine["rollouts"] == 2 and refine["optimizer_steps"] == 4
     assert refine["selected"] in ("rl", "distilled") and refine["questions"] == 16
     # The export decision: the best of the two evaluations against the distilled student,
     # question by question over the 4 val questions, at 0.05 / 2.

@@ -88,6 +88,7 @@ def test_killed_refine_stage_resumes_from_its_step_with_the_kl_state(tmp_path: P
         "evaluation.self_consistency.k=2",
         f"rl.rollouts={rollouts}",
         "rl.rollout_batch_size=4",
+        "rl.samples_per_question=2",
         "rl.minibatch_size=4",
         "rl.ppo_epochs=1",
         "rl.val_every=5",

@@ -18,6 +18,7 @@ from lmgcot.distill.datamodule import pad_to_multiple
 from lmgcot.rl.kl import AdaptiveKLController, FixedKLController, kl_estimate
 from lmgcot.rl.policy_gradient import (
     ALGORITHMS,
+    GROUP_BASELINES,
     GRPO_SCALES,
     correlation,
     explained_variance,
@@ -146,7 +147,7 @@ class RationaleRefiner(pl.LightningModule):
                 "k1", "k3" or "abs".
             algorithm: "ppo", "rloo", "grpo" or "reinforce" (see the class docstring).
             samples_per_question: k rationales sampled per question in each rollout (>= 2 for
-                rloo; the group baselines need several).
+                rloo and grpo, whose baselines come from a question's other samples).
             loss_agg: how per-token policy (and KL) losses are reduced: "token_mean",
                 "seq_mean" or "sum_norm" (`lmgcot.rl.ppo_math.LOSS_AGGREGATIONS`).
             kl_in_reward: the KL penalty in the reward (True) or as a k3 loss term (False).
@@ -194,8 +195,8 @@ class RationaleRefiner(pl.LightningModule):
         ):
             if value not in allowed:
                 raise ValueError(f"rl.{key}={value!r}: allowed values are {list(allowed)}")
-        if algorithm == "rloo" and samples_per_question < 2:
-            raise ValueError("rl.algorithm=rloo needs rl.samples_per_question >= 2")
+        if algorithm in GROUP_BASELINES and samples_per_question < 2:
+            raise ValueError(f"rl.algorithm={algorithm} needs rl.samples_per_question >= 2")
         if not temperature > 0:
             raise ValueError(f"rl.temperature={temperature}: must be > 0")
         if value_warmup < 0:
@@ -581,7 +582,7 @@ class RationaleRefiner(pl.LightningModule):
                     max_new_tokens=self.max_new_tokens,
                 )
                 loss = torch.zeros_like(p_loss) if warming_up else p_loss
-                if not self.kl_in_reward and kl_coef > 0:
+                if not warming_up and not self.kl_in_reward and kl_coef > 0:
                     kl_term = kl_estimate(mb_logprobs, ref_logprobs[idx], "k3")
                     kl_loss = aggregate(kl_term, mb_mask, self.loss_agg, self.max_new_tokens)
                     loss = loss + kl_coef * kl_loss

@@ -21,6 +21,8 @@ from lmgcot.rl.ppo_math import masked_var
 
 ALGORITHMS = ("ppo", "rloo", "grpo", "reinforce")
 CRITIC_FREE = ("rloo", "grpo", "reinforce")
+# Estimators whose baseline comes from the other samples of the same question: they need k >= 2.
+GROUP_BASELINES = ("rloo", "grpo")
 GRPO_SCALES = ("group", "batch", "none")
 GROUP_STD_EPS = 1e-4
 
