@@ -48,6 +48,7 @@ from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards.mix import COMPONENTS
 from lmgcot.rewards.scorer import WELLFORMED, RewardScorer
 from lmgcot.rewards.wellformed import vocabulary_of, wellformedness
+from lmgcot.rl.policy_gradient import group_advantages
 from lmgcot.student.generate import generate_rationales, score_rationales
 from lmgcot.student.models import build_student
 from lmgcot.student.objectives import explain_task
@@ -73,6 +74,11 @@ def main(argv: list[str]) -> int:
     )
     ap.add_argument("--min-within-std", type=float, default=0.02)
     ap.add_argument("--show", type=int, default=5, help="print the N least well-formed samples")
+    ap.add_argument(
+        "--gradients",
+        action="store_true",
+        help="also: does each component's policy gradient point the same way across questions?",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. reward=all")
@@ -144,12 +150,81 @@ def main(argv: list[str]) -> int:
     }
     print(json.dumps(summary), flush=True)
     print_table(rows, summary, sys.stderr)
+    if args.gradients:
+        print("\ngradient direction (GRPO advantages, token mean):", file=sys.stderr)
+        for name in NAMES:
+            scores = [0.0 if v is None else float(v) for v in comps[name]]
+            row = {
+                "component": name,
+                **gradient_agreement(student, flat_inputs, flat, scores, args.k),
+            }
+            print(json.dumps(row), flush=True)
+            print(
+                f"  {name:12s} cos(question, question) {row['cos_between_questions']:+.3f}   "
+                f"cos(half, half) {row['cos_halves']:+.3f}",
+                file=sys.stderr,
+            )
     if args.show:
         worst = sorted(zip(comps[WELLFORMED], flat), key=lambda p: p[0])[: args.show]
         print(f"\nleast well-formed of the {len(flat)} samples:", file=sys.stderr)
         for score, text in worst:
             print(f"  {score:.3f}  {text!r}", file=sys.stderr)
     return 0
+
+
+def gradient_agreement(
+    student, inputs: list[str], rationales: list[str], scores: list[float], k: int
+) -> dict:
+    """How far one component's policy gradient agrees across questions.
+
+    Each question's gradient is that of -sum_i A_i * mean_t log p(token) over its k samples, with
+    GRPO's group-normalised advantages A. `cos_between_questions`: the mean cosine between two
+    different questions' gradients (0: what one question teaches says nothing about another);
+    `cos_halves`: the cosine between the summed gradients of the first and second half of the
+    questions (the batch gradient's agreement with itself; near 0 means the update is mostly noise
+    at this batch size).
+    """
+    model, tok = student.model, student.tokenizer
+    model.eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_questions = len(inputs) // k
+    groups = torch.arange(n_questions).repeat_interleave(k)
+    adv = group_advantages(torch.tensor(scores, dtype=torch.float64), groups, "group").float()
+    grads = []
+    for q in range(n_questions):
+        rows = slice(q * k, (q + 1) * k)
+        src = tok(
+            inputs[rows],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=student.max_source_length,
+        )
+        tgt = tok(
+            rationales[rows],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=student.max_target_length,
+        )
+        labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
+        logits = model(**src, labels=labels).logits
+        mask = (labels != -100).float()
+        logp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+        per_sample = (logp * mask).sum(1) / mask.sum(1).clamp_min(1)
+        loss = -(adv[rows] * per_sample).mean()
+        grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]))
+    g = torch.stack(grads).double()
+    norms = g.norm(dim=1).clamp_min(1e-12)
+    cos = (g @ g.T) / (norms[:, None] * norms[None, :])
+    nonzero = norms > 1e-9
+    off = cos[nonzero][:, nonzero]
+    m = int(nonzero.sum())
+    between = float((off.sum() - off.diagonal().sum()) / max(1, m * (m - 1)))
+    half = n_questions // 2
+    a, b = g[:half].sum(0), g[half:].sum(0)
+    halves = float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
+    return {"cos_between_questions": between, "cos_halves": halves}
 
 
 def signal_stats(per_question: list[list[float]]) -> dict:

@@ -216,6 +216,7 @@ def test_default_estimator_raises_a_held_out_toy_reward(tmp_path: Path) -> None:
     corr = [float(r["rl/adv_score_corr"]) for r in rows]
     # The signal reaches the update: advantages follow the scores from the first rollout.
     assert corr[0] > 0.8, corr[:5]
+    assert all(float(r["rl/adv_within_corr"]) > 0.8 for r in rows[:5]), rows[0]
     for key in ("rl/kl", "rl/entropy", "rl/clipfrac", "rewards/total/spread"):
         assert all(math.isfinite(float(r[key])) for r in rows), key
 

@@ -507,6 +507,10 @@ class RationaleRefiner(pl.LightningModule):
                 )
                 advantages, returns = sequence_advantage[:, None] * mask, None
             diagnostics["rl/adv_score_corr"] = correlation(raw_scores, sequence_advantage)
+            if k > 1:
+                # The part of the score a policy can change: its deviation within the question.
+                within = raw_scores - group_means(raw_scores, groups)[groups]
+                diagnostics["rl/adv_within_corr"] = correlation(within, sequence_advantage)
 
         # 5. Epochs over shuffled minibatches of whole questions.
         stats = self._update(
