@@ -193,19 +193,12 @@ def gradient_agreement(
     grads = []
     for q in range(n_questions):
         rows = slice(q * k, (q + 1) * k)
-        src = tok(
-            inputs[rows],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=student.max_source_length,
-        )
-        tgt = tok(
-            rationales[rows],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=student.max_target_length,
+        src, tgt = (
+            tok(texts[rows], return_tensors="pt", padding=True, truncation=True, max_length=n)
+            for texts, n in (
+                (inputs, student.max_source_length),
+                (rationales, student.max_target_length),
+            )
         )
         labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
         logits = model(**src, labels=labels).logits

@@ -35,8 +35,6 @@ TINY = {
 # reward with signal from the first batch.
 TARGET = set(string.ascii_lowercase)
 BATCH, N_UPDATES, PPO_EPOCHS, MINIBATCH = 16, 40, 4, 8
-# Manual optimisation: Trainer's max_steps counts optimiser steps, not rollouts.
-OPT_STEPS_PER_UPDATE = PPO_EPOCHS * math.ceil(BATCH / MINIBATCH)
 MAX_NEW_TOKENS = 8
 KL_COEF = 0.05
 # Sanity bound on the sequence KL (k1, nats per rationale): a policy spreading its mass evenly over
@@ -68,25 +66,9 @@ def make_refiner(lr: float, reward_fn=lowercase_share, kl_controller=None) -> Ra
     )
 
 
-def prompt_loader(n_batches: int) -> DataLoader:
-    prompts = [f"question {i}: why?" for i in range(n_batches * BATCH)]
-    return DataLoader(prompts, batch_size=BATCH, collate_fn=lambda xs: {"inputs": list(xs)})
-
-
 def fit(refiner: RationaleRefiner, tmp_path: Path, n_updates: int) -> list[dict[str, str]]:
-    pl.seed_everything(0)
-    trainer = pl.Trainer(
-        max_steps=n_updates * OPT_STEPS_PER_UPDATE,
-        accelerator="cpu",
-        logger=CSVLogger(tmp_path),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-    )
-    trainer.fit(refiner, prompt_loader(n_updates))
-    with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
-        return [row for row in csv.DictReader(f) if row.get("rewards/total/mean")]
+    prompts = [f"question {i}: why?" for i in range(n_updates * BATCH)]
+    return fit_questions(refiner, tmp_path, prompts, per_rollout=BATCH)
 
 
 def test_ppo_learns_toy_reward(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_rewards import EXAMPLE
 
-from lmgcot.data.example import Example, Paragraph
+from lmgcot.data.example import Example
 from lmgcot.data.synthetic import SyntheticMultiHop
 from lmgcot.eval.answers import split_rationale_answer
 from lmgcot.llm.simulated import SimulatedLargeLM
@@ -21,15 +22,6 @@ from lmgcot.rewards.wellformed import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = Example(
-    id="hand-1",
-    question="Where was Alice Smith born?",
-    answer="Paris",
-    context=(
-        Paragraph("Alice Smith", ("Alice Smith was born in Paris.", "She studied physics.")),
-        Paragraph("Paris", ("Paris is the capital of France.",)),
-    ),
-)
 JUNK = ["bral was", "TheTheThe in in in in", "Paris Paris Paris Paris.", "was born in", "", " "]
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from lmgcot.report.common import in_order
 from lmgcot.rewards.aspects import ASPECTS
+from lmgcot.rewards.wellformed import WELLFORMED
 
 
 @dataclass
@@ -51,12 +52,13 @@ def load_runs(root: Path) -> list[Run]:
 
 
 def run_aspects(runs: list[Run]) -> list[str]:
-    """The aspects any run scored (per question or in results.json), in the scorer's order."""
+    """The aspects any run scored (per question or in results.json), in the scorer's order. The
+    well-formedness gate is not one: it already multiplies every aspect."""
     names = {a for r in runs for rows in r.quality.values() for s in rows.values() for a in s}
     for r in runs:
         for means in r.results.get("rationale_quality", {}).values():
             names |= {a for a, v in means.items() if v is not None}
-    return in_order(names, ASPECTS)
+    return in_order(names - {WELLFORMED}, ASPECTS)
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -24,11 +24,9 @@ from lmgcot.rewards.aspects import ASPECTS
 from lmgcot.rewards.judge import judge_components, judge_scores
 from lmgcot.rewards.mix import COMPONENTS, RewardMix
 from lmgcot.rewards.task import TASK_METRICS, task_reward
-from lmgcot.rewards.wellformed import wellformedness
+from lmgcot.rewards.wellformed import WELLFORMED, wellformedness
 
 SCORERS = ("auto", "judge")
-# The gate's score: returned by `components` for logging, never weighted in the mix.
-WELLFORMED = "wellformed"
 
 
 class RewardScorer:

@@ -34,6 +34,9 @@ from lmgcot.rewards.aspects import (
     sentences,
 )
 
+# The gate's component name: logged and reported beside the aspects, never weighted in a mix.
+WELLFORMED = "wellformed"
+
 # Repetition: a word is a stutter when it repeats the word before it or completes a bigram that
 # repeats the bigram before it, within one sentence. Real prose almost never stutters, but one
 # slip in 20 words (0.05) is tolerated; at a quarter of the words the text is a loop (factor 0),
