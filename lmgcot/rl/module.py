@@ -209,10 +209,14 @@ class RationaleRefiner(pl.LightningModule):
         self.uses_critic = algorithm == "ppo"
         self.critic = critic
         # The critic exists only where it is used, so critic-free checkpoints carry none.
-        self.value_head = ValueHead(model.config.d_model, value_head_mlp, zero_init=True)
-        self.critic_model = copy.deepcopy(model) if critic == "separate" else None
-        if not self.uses_critic:
-            self.value_head, self.critic_model = None, None
+        self.value_head = (
+            ValueHead(model.config.d_model, value_head_mlp, zero_init=True)
+            if self.uses_critic
+            else None
+        )
+        self.critic_model = (
+            copy.deepcopy(model) if self.uses_critic and critic == "separate" else None
+        )
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
         self.optimizer_factory = optimizer
