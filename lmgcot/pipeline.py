@@ -51,9 +51,8 @@ from lmgcot.rewards.judge import ASPECT_NAMES, build_judge_prompt
 from lmgcot.rewards.scorer import RewardScorer, mean_scores
 from lmgcot.rewards.wellformed import vocabulary_of
 from lmgcot.rl.kl import KL_ESTIMATORS
-from lmgcot.rl.module import CRITICS, SCORE_NORMS, RationaleRefiner
-from lmgcot.rl.policy_gradient import ALGORITHMS, GROUP_BASELINES, GRPO_SCALES
-from lmgcot.rl.ppo_math import LOSS_AGGREGATIONS
+from lmgcot.rl.module import RL_CHOICES, RationaleRefiner
+from lmgcot.rl.policy_gradient import GROUP_BASELINES
 from lmgcot.rl.selection import select_policy
 from lmgcot.student.generate import generate_rationales as student_rationales
 from lmgcot.student.generate import score_rationales
@@ -1094,13 +1093,7 @@ def _check_rl(r: DictConfig) -> None:
     for key in ("temperature", "clip_range"):
         if not float(r[key]) > 0:
             raise ConfigError(f"rl.{key}={r[key]}: must be > 0")
-    for key, allowed in (
-        ("algorithm", ALGORITHMS),
-        ("loss_agg", LOSS_AGGREGATIONS),
-        ("grpo_scale", GRPO_SCALES),
-        ("critic", CRITICS),
-        ("score_norm", SCORE_NORMS),
-    ):
+    for key, allowed in RL_CHOICES.items():
         if r[key] not in allowed:
             raise ConfigError(f"rl.{key}={r[key]!r}: allowed values are {list(allowed)}")
     if r.algorithm in GROUP_BASELINES and int(r.samples_per_question) < 2:

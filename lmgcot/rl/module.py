@@ -57,6 +57,14 @@ SCORE_NORMS = ("none", "running", "group")
 # policy's body too), the policy's detached (the loss trains the head alone), or a separate copy of
 # the student (twice the compute, no interference).
 CRITICS = ("shared", "detached", "separate")
+# The `rl` keys that take one of a closed set of values, and the set (the pipeline checks them too).
+RL_CHOICES = {
+    "algorithm": ALGORITHMS,
+    "loss_agg": LOSS_AGGREGATIONS,
+    "grpo_scale": GRPO_SCALES,
+    "critic": CRITICS,
+    "score_norm": SCORE_NORMS,
+}
 
 # Responses are right-padded to a multiple of this, so few distinct shapes reach the model.
 RESPONSE_PAD_MULTIPLE = 8
@@ -186,14 +194,15 @@ class RationaleRefiner(pl.LightningModule):
                 f"max_new_tokens={max_new_tokens} and samples_per_question="
                 f"{samples_per_question} must be >= 1"
             )
-        for key, value, allowed in (
-            ("algorithm", algorithm, ALGORITHMS),
-            ("loss_agg", loss_agg, LOSS_AGGREGATIONS),
-            ("grpo_scale", grpo_scale, GRPO_SCALES),
-            ("critic", critic, CRITICS),
-            ("score_norm", score_norm, SCORE_NORMS),
-        ):
-            if value not in allowed:
+        chosen = dict(
+            algorithm=algorithm,
+            loss_agg=loss_agg,
+            grpo_scale=grpo_scale,
+            critic=critic,
+            score_norm=score_norm,
+        )
+        for key, allowed in RL_CHOICES.items():
+            if (value := chosen[key]) not in allowed:
                 raise ValueError(f"rl.{key}={value!r}: allowed values are {list(allowed)}")
         if algorithm in GROUP_BASELINES and samples_per_question < 2:
             raise ValueError(f"rl.algorithm={algorithm} needs rl.samples_per_question >= 2")
