@@ -54,7 +54,7 @@ from lmgcot.student.models import build_student
 from lmgcot.student.objectives import explain_task
 from lmgcot.utils.io import read_jsonl
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "lmgcot" / "conf"
 NAMES = [*COMPONENTS, WELLFORMED]
 # Scores closer than this count as equal when deciding whether a question's samples differ.
 SAME = 1e-9

@@ -39,7 +39,7 @@ from lmgcot.rl.module import RationaleRefiner
 from lmgcot.student.generate import generate_rationales
 from lmgcot.student.models import build_student
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "lmgcot" / "conf"
 
 
 def main(argv: list[str]) -> int:

@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 
 from lmgcot.errors import LmgcotError
 
-# The repository's conf/ (the package is installed editable, see README).
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# Configs ship inside the package, so a wheel install has them too.
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

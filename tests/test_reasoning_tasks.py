@@ -41,7 +41,7 @@ COIN_RX = re.compile(
 
 
 def _templates(path: str) -> PromptTemplates:
-    with open(REPO_ROOT / "conf" / path) as f:
+    with open(REPO_ROOT / "lmgcot" / "conf" / path) as f:
         return PromptTemplates(**yaml.safe_load(f))
 
 

@@ -371,7 +371,7 @@ def test_mix_rejects_bad_weights(weights, message):
         RewardMix(weights)
 
 
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "conf" / "reward").glob("*.yaml")), ids=str)
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "lmgcot" / "conf" / "reward").glob("*.yaml")), ids=str)
 def test_every_reward_config_builds_a_valid_mix(path):
     cfg = OmegaConf.load(path)
     assert cfg.name == path.stem
@@ -386,7 +386,7 @@ def test_every_reward_config_builds_a_valid_mix(path):
 
 @pytest.fixture(scope="module")
 def templates() -> PromptTemplates:
-    with open(REPO_ROOT / "conf" / "prompt" / "default.yaml") as f:
+    with open(REPO_ROOT / "lmgcot" / "conf" / "prompt" / "default.yaml") as f:
         return PromptTemplates(**yaml.safe_load(f))
 
 

@@ -22,7 +22,7 @@ N = 400
 
 @pytest.fixture(scope="module")
 def templates() -> PromptTemplates:
-    with open(REPO_ROOT / "conf" / "prompt" / "default.yaml") as f:
+    with open(REPO_ROOT / "lmgcot" / "conf" / "prompt" / "default.yaml") as f:
         return PromptTemplates(**yaml.safe_load(f))
 
 

@@ -17,7 +17,7 @@ from test_cli import QUICK, lmgcot
 from lmgcot.cli import CONFIG_DIR, lookup
 from lmgcot.pipeline import run
 
-SWEEPS_DIR = Path(CONFIG_DIR).parent / "sweeps"
+SWEEPS_DIR = Path(CONFIG_DIR) / "sweep"
 SWEEPS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 # Grid sweeps (the basic sweeper); `optuna` searches instead and is tested on its own.
 GRID_SWEEPS = [s for s in SWEEPS if s != "optuna"]
