@@ -8,10 +8,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from lmgcot.config import register
 from lmgcot.errors import LmgcotError
 
 # Configs ship inside the package, so a wheel install has them too.
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+# The group options extend these schemas; anything composing CONFIG_DIR imports this module first.
+register()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -21,7 +24,8 @@ def _main(cfg: DictConfig) -> float | None:
     try:
         results = run(cfg)
     except LmgcotError as err:
-        print(f"lmgcot: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines():  # one line per bad value
+            print(f"lmgcot: error: {line}", file=sys.stderr)
         sys.exit(2)
     objective = cfg.get("objective")
     if objective:
