@@ -15,6 +15,9 @@ from lmgcot.errors import ConfigError
 COT_TRIGGER = "Let's think step by step."
 # Zero-shot-CoT's second step: the CoT prompt, the rationale, then this; the reply is the answer.
 ANSWER_TRIGGER = "Therefore, the answer is"
+# How every judge prompt (`lmgcot.rewards.judge`) starts: lets a backend recognise one without
+# importing the rewards layer.
+JUDGE_PREFIX = "You are grading a rationale"
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import random
 import re
 from dataclasses import asdict, dataclass
 
+from lmgcot.answers.extract import split_rationale_answer
+from lmgcot.answers.typed import read_answer, score_answer
 from lmgcot.data.example import Example
-from lmgcot.eval.answers import split_rationale_answer
-from lmgcot.eval.typed_answers import read_answer, score_answer
 from lmgcot.llm.base import GenerationParams, LargeLM
 from lmgcot.prompts import PromptTemplates
 from lmgcot.student.objectives import EXPLAIN, PREDICT, rationale_answer_target

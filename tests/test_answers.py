@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmgcot.eval.answers import extract_answer, majority_vote, split_rationale_answer
+from lmgcot.answers.extract import extract_answer, majority_vote, split_rationale_answer
 
 
 @pytest.mark.parametrize(

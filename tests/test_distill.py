@@ -10,16 +10,12 @@ import torch
 import yaml
 
 from lmgcot.data.synthetic import SyntheticMultiHop
-from lmgcot.distill.datamodule import (
-    PAD_MULTIPLE,
-    LengthGroupedBatchSampler,
-    RationaleDataModule,
-    collate_pairs,
-)
+from lmgcot.distill.datamodule import LengthGroupedBatchSampler, RationaleDataModule
 from lmgcot.distill.module import RationaleDistiller
 from lmgcot.distill.teacher import generate_rationales, teacher_stats, training_pairs
 from lmgcot.llm.simulated import SimulatedLargeLM
 from lmgcot.prompts import PromptTemplates
+from lmgcot.student.batching import PAD_MULTIPLE, collate_pairs
 from lmgcot.student.generate import generate_rationales as student_rationales
 from lmgcot.student.models import build_student
 

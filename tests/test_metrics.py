@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from lmgcot.eval.metrics import aggregate, best_over_golds, exact_match, f1_score, normalize_answer
+from lmgcot.answers.metrics import (
+    aggregate,
+    best_over_golds,
+    exact_match,
+    f1_score,
+    normalize_answer,
+)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lmgcot.answers.extract import split_rationale_answer
+from lmgcot.answers.typed import read_answer
 from lmgcot.data.example import Example
 from lmgcot.data.reasoning import (
     COIN_PHRASINGS,
@@ -24,8 +26,6 @@ from lmgcot.data.reasoning import (
 from lmgcot.data.synthetic import SyntheticMultiHop
 from lmgcot.distill.teacher import few_shot_exemplars, generate_rationales
 from lmgcot.errors import BackendError, ConfigError
-from lmgcot.eval.answers import split_rationale_answer
-from lmgcot.eval.typed_answers import read_answer
 from lmgcot.llm.base import GenerationParams
 from lmgcot.llm.simulated import SimulatedLargeLM
 from lmgcot.llm.simulated_reasoning import read_coin_rationale, stated_letters

@@ -17,9 +17,8 @@ from lmgcot.llm.base import Completion, LargeLM, Request
 from lmgcot.llm.cache import CallCache
 from lmgcot.llm.openai import OpenAILargeLM
 from lmgcot.llm.simulated import SimulatedLargeLM
-from lmgcot.prompts import PromptTemplates
+from lmgcot.prompts import JUDGE_PREFIX, PromptTemplates
 from lmgcot.rewards import ASPECTS, RewardMix, build_judge_prompt
-from lmgcot.rewards.judge import JUDGE_PREFIX
 from lmgcot.rewards.scorer import WELLFORMED, RewardScorer, mean_scores
 
 PROMPTS = PromptTemplates(

@@ -9,11 +9,11 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from lmgcot.answers.extract import extract_answer, split_rationale_answer
+from lmgcot.answers.metrics import best_over_golds, normalize_answer
 from lmgcot.data.example import Example, Paragraph
 from lmgcot.data.synthetic import SyntheticMultiHop
 from lmgcot.errors import ConfigError
-from lmgcot.eval.answers import extract_answer, split_rationale_answer
-from lmgcot.eval.metrics import best_over_golds, normalize_answer
 from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request
 from lmgcot.llm.cache import CallCache
 from lmgcot.llm.simulated import SimulatedLargeLM

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lmgcot.answers.extract import extract_answer, split_rationale_answer
 from lmgcot.data.example import Example
 from lmgcot.data.synthetic import RELATIONS, SyntheticMultiHop
 from lmgcot.errors import BackendError
-from lmgcot.eval.answers import extract_answer, split_rationale_answer
 from lmgcot.llm.base import GenerationParams
 from lmgcot.llm.cache import CallCache
 from lmgcot.llm.simulated import SimulatedLargeLM, parse_facts

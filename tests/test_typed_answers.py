@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmgcot.eval.typed_answers import (
+from lmgcot.answers.typed import (
     answers_match,
     canonical_number,
     extract_choice,

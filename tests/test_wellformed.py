@@ -8,9 +8,9 @@ import pytest
 import yaml
 from test_rewards import EXAMPLE
 
+from lmgcot.answers.extract import split_rationale_answer
 from lmgcot.data.example import Example
 from lmgcot.data.synthetic import SyntheticMultiHop
-from lmgcot.eval.answers import split_rationale_answer
 from lmgcot.llm.simulated import SimulatedLargeLM
 from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards.wellformed import (

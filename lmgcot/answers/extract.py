@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from lmgcot.eval.metrics import normalize_answer
+from lmgcot.answers.metrics import normalize_answer
 
 # "the answer is X", "So the answer is: X", "Answer: X", "**Answer**: X", "final answer is X".
 # `is` must be a whole word so that "answers" or "answerish" never count as a phrase.

@@ -9,7 +9,7 @@ Types and their tasks:
            and the QA datasets
 
 Every extractor looks first at what follows the last answer phrase ("the answer is", "Answer:",
-`lmgcot.eval.answers`), then, when that holds nothing of its type, at the whole reply, and returns
+`lmgcot.answers.extract`), then, when that holds nothing of its type, at the whole reply, and returns
 None when the reply holds no answer of its type at all: a reply without an answer counts as wrong,
 never as a guess.
 """
@@ -20,8 +20,8 @@ import math
 import re
 from collections.abc import Sequence
 
-from lmgcot.eval.answers import ANSWER_PHRASE, extract_answer
-from lmgcot.eval.metrics import best_over_golds, normalize_answer
+from lmgcot.answers.extract import ANSWER_PHRASE, extract_answer
+from lmgcot.answers.metrics import best_over_golds, normalize_answer
 
 ANSWER_TYPES = ("number", "yes_no", "choice", "string")
 

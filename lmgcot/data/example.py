@@ -26,7 +26,7 @@ class Example:
     """One question. `aliases` are extra gold answers (2WikiMultiHopQA); `type` is the question type
     (bridge, comparison, inference, compositional, bridge_comparison, last_letter, ...).
 
-    `answer_type` says how answers are read and compared (`lmgcot.eval.typed_answers`): `string`
+    `answer_type` says how answers are read and compared (`lmgcot.answers.typed`): `string`
     (the QA datasets: EM/F1 after normalisation), `number`, `yes_no` or `choice`. Reasoning tasks
     have no `context`. `rationale` is a gold rationale where the dataset has one (GSM8K solutions,
     StrategyQA facts, the generated tasks): few-shot CoT exemplars are drawn from those.

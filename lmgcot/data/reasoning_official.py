@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lmgcot.answers.typed import canonical_number
 from lmgcot.data.example import Example
 from lmgcot.data.official import (
     OfficialFormatDataset,
@@ -18,7 +19,6 @@ from lmgcot.data.official import (
     typed_field,
 )
 from lmgcot.errors import ConfigError, DataError
-from lmgcot.eval.typed_answers import canonical_number
 
 # What may follow GSM8K's "####": a plain number, possibly with sign, thousands commas, decimals.
 _GSM8K_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")

@@ -10,9 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from transformers import PreTrainedTokenizerBase
 
-# Padding to a multiple of this keeps the number of distinct tensor shapes small; on CPU each new
-# shape pays a one-off kernel set-up that otherwise dominates small-model step time.
-PAD_MULTIPLE = 32
+from lmgcot.student.batching import collate_pairs
 
 
 class RationaleDataModule(pl.LightningDataModule):
@@ -135,28 +133,6 @@ class TaskPairDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {task: d[i] for task, d in self.tasks.items()}
-
-
-def collate_pairs(items: list[dict], pad_id: int) -> dict:
-    """Pad inputs with `pad_id` and labels with -100 (ignored by the loss)."""
-    input_ids = pad_to_multiple([x["input_ids"] for x in items], pad_id)
-    labels = pad_to_multiple([x["labels"] for x in items], -100)
-    return {
-        "input_ids": input_ids,
-        "attention_mask": (input_ids != pad_id).long(),
-        "labels": labels,
-    }
-
-
-def pad_to_multiple(
-    seqs: list[list[int]], value: int, multiple: int = PAD_MULTIPLE
-) -> torch.Tensor:
-    width = max(len(s) for s in seqs)
-    width = -(-width // multiple) * multiple
-    out = torch.full((len(seqs), width), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from lmgcot.answers.extract import majority_vote, split_rationale_answer
+from lmgcot.answers.metrics import aggregate
+from lmgcot.answers.typed import read_answer, score_answer
 from lmgcot.data.example import Example
-from lmgcot.eval.answers import majority_vote, split_rationale_answer
-from lmgcot.eval.metrics import aggregate
-from lmgcot.eval.typed_answers import read_answer, score_answer
 from lmgcot.llm.base import GenerationParams, LargeLM
 from lmgcot.prompts import PromptTemplates
 from lmgcot.student.objectives import parse_rationale_answer

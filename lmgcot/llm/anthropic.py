@@ -48,8 +48,9 @@ from typing import Any
 import anthropic
 
 from lmgcot.errors import BackendError, ConfigError
+from lmgcot.llm.api import ApiLargeLM, api_error
 from lmgcot.llm.base import Completion, Request, _cache_value
-from lmgcot.llm.concurrency import ApiLargeLM, api_error, run_async
+from lmgcot.llm.concurrency import run_async
 from lmgcot.utils.io import atomic_write_text
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"

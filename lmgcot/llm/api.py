@@ -1,4 +1,5 @@
-"""What the HTTP API backends share: bounded concurrent calls, price accounting, one-line errors.
+"""`ApiLargeLM`, the base of the HTTP API backends: bounded concurrent calls, price accounting,
+one-line errors.
 
 `ApiLargeLM` runs each batch of cache misses as concurrent requests on an SDK's async client, at most
 `max_concurrency` in flight. Retries are the SDK's own (`max_retries`, honouring `retry-after`); an
@@ -9,18 +10,14 @@ that fails are lost (not cached); `batch_size` bounds that loss.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lmgcot.errors import BackendError, ConfigError
 from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request
 from lmgcot.llm.cache import CallCache
-
-T = TypeVar("T")
-R = TypeVar("R")
+from lmgcot.llm.concurrency import run_bounded
 
 # Words in a 400/403 message that mean an account problem rather than a bad request.
 _BILLING_WORDS = ("credit", "spend", "billing")
@@ -120,47 +117,6 @@ class ApiLargeLM(LargeLM):
     @abstractmethod
     async def _call(self, client: Any, request: Request) -> Completion:
         """Send one request and read text and token usage from the response."""
-
-
-def run_bounded(
-    make_client: Callable[[], Any],
-    call: Callable[[Any, T], Awaitable[R]],
-    items: Sequence[T],
-    max_concurrency: int,
-) -> list[R]:
-    """`call(client, item)` for every item, at most `max_concurrency` at once; results in order.
-
-    The first failure cancels the calls still waiting or in flight and is raised."""
-
-    async def main() -> list[R]:
-        gate = asyncio.Semaphore(max_concurrency)
-        async with make_client() as client:
-
-            async def one(item: T) -> R:
-                async with gate:
-                    return await call(client, item)
-
-            tasks = [asyncio.ensure_future(one(item)) for item in items]
-            try:
-                return list(await asyncio.gather(*tasks))
-            except BaseException:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
-
-    return run_async(main())
-
-
-def run_async(coro: Coroutine[Any, Any, R]) -> R:
-    """Run a coroutine to completion from synchronous code."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    # Called from inside a running loop (a notebook): asyncio.run needs a thread of its own.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 def api_error(backend: str, model: str, err: BaseException, max_retries: int) -> BackendError:

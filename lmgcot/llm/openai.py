@@ -17,8 +17,8 @@ from typing import Any
 import openai
 
 from lmgcot.errors import ConfigError
+from lmgcot.llm.api import ApiLargeLM
 from lmgcot.llm.base import Completion, Request
-from lmgcot.llm.concurrency import ApiLargeLM
 
 API_KEY_ENV = "OPENAI_API_KEY"
 # What OpenAI-compatible local servers conventionally take when they check no key.

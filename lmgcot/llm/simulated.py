@@ -51,8 +51,7 @@ from lmgcot.llm.simulated_reasoning import (
     read_reasoning_prompt,
     respond_reasoning,
 )
-from lmgcot.prompts import ANSWER_TRIGGER, COT_TRIGGER
-from lmgcot.rewards.judge import JUDGE_PREFIX
+from lmgcot.prompts import ANSWER_TRIGGER, COT_TRIGGER, JUDGE_PREFIX
 
 _SECTION = re.compile(r"^(Context|Question|Rationale|Answer):[ \t]*", re.MULTILINE)
 _PARAGRAPH = re.compile(r"^\[(?P<title>[^\]]+)\]\s*(?P<body>.*)$")

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from lmgcot.data.reasoning import (
     COIN_END,
@@ -49,11 +49,18 @@ from lmgcot.data.reasoning import (
     last_letter_rationale,
 )
 from lmgcot.errors import BackendError
-from lmgcot.prompts import ANSWER_TRIGGER, COT_TRIGGER
-from lmgcot.rewards.judge import JUDGE_PREFIX
+from lmgcot.prompts import ANSWER_TRIGGER, COT_TRIGGER, JUDGE_PREFIX
 
-if TYPE_CHECKING:
-    from lmgcot.llm.simulated import SimulatedLargeLM
+
+class Simulator(Protocol):
+    """What this module uses of `lmgcot.llm.simulated.SimulatedLargeLM`; typed structurally so that
+    the two modules do not import each other (that one imports this one)."""
+
+    error_rate: float
+    unassisted_accuracy: float
+
+    def _uniform(self, *parts: str) -> float: ...
+
 
 # The reasoning preset's standard prompt ends with this.
 STANDARD_TRIGGER = "The answer is"
@@ -162,7 +169,7 @@ def _parse_question(question: str) -> tuple[str, tuple[str, ...], tuple[bool, ..
 # -- roles -------------------------------------------------------------------------------------
 
 
-def respond_reasoning(lm: SimulatedLargeLM, prompt: str, salt: str, greedy: bool) -> str:
+def respond_reasoning(lm: Simulator, prompt: str, salt: str, greedy: bool) -> str:
     task = read_reasoning_prompt(prompt)
     if task.role == "teacher":
         return _write_rationale(lm, task, prompt, salt, greedy)
@@ -172,7 +179,7 @@ def respond_reasoning(lm: SimulatedLargeLM, prompt: str, salt: str, greedy: bool
 
 
 def _write_rationale(
-    lm: SimulatedLargeLM, task: ReasoningTask, prompt: str, salt: str, greedy: bool
+    lm: Simulator, task: ReasoningTask, prompt: str, salt: str, greedy: bool
 ) -> str:
     corrupt = lm._uniform("teacher", prompt, salt) < lm.error_rate
     step = int(lm._uniform("teacher-step", prompt, salt) * len(task.items))
@@ -192,7 +199,7 @@ def _write_rationale(
     return f"{coin_rationale(list(task.items), flips, phrasing)} So the answer is {coin_answer(flips)}."
 
 
-def _slip(lm: SimulatedLargeLM, task: ReasoningTask) -> int | None:
+def _slip(lm: Simulator, task: ReasoningTask) -> int | None:
     """The step it gets wrong on its own, or None: drawn from the question alone, so the same
     question fails the same way with or without a rationale that says nothing."""
     if lm._uniform("reasoning-unassisted", task.question) < lm.unassisted_accuracy:
@@ -200,7 +207,7 @@ def _slip(lm: SimulatedLargeLM, task: ReasoningTask) -> int | None:
     return int(lm._uniform("reasoning-slip", task.question) * len(task.items))
 
 
-def _own_steps(lm: SimulatedLargeLM, task: ReasoningTask) -> list:
+def _own_steps(lm: Simulator, task: ReasoningTask) -> list:
     """Its unassisted reading of every step: letters, or who flips."""
     slip = _slip(lm, task)
     if task.kind == "last_letter":
@@ -215,12 +222,12 @@ def _own_steps(lm: SimulatedLargeLM, task: ReasoningTask) -> list:
     return flips
 
 
-def _unassisted(lm: SimulatedLargeLM, task: ReasoningTask) -> str:
+def _unassisted(lm: Simulator, task: ReasoningTask) -> str:
     own = _own_steps(lm, task)
     return "".join(own) if task.kind == "last_letter" else coin_answer(own)
 
 
-def _answer_with_rationale(lm: SimulatedLargeLM, task: ReasoningTask) -> str:
+def _answer_with_rationale(lm: Simulator, task: ReasoningTask) -> str:
     if task.kind == "last_letter":
         stated = stated_letters(task.rationale, list(task.items))
         if all(c is not None for c in stated):

@@ -31,9 +31,9 @@ import math
 import re
 from collections.abc import Callable, Sequence
 
+from lmgcot.answers.extract import split_rationale_answer
+from lmgcot.answers.metrics import normalize_answer
 from lmgcot.data.example import Example
-from lmgcot.eval.answers import split_rationale_answer
-from lmgcot.eval.metrics import normalize_answer
 
 AspectFn = Callable[..., list[float]]
 
@@ -133,7 +133,7 @@ def consistency(examples: Sequence[Example], rationales: Sequence[str], **extra)
     * an empty rationale: 0.0 (it supports nothing);
     * a missing (None or empty) large-LM answer: 0.5 (nothing to agree with);
     * the rationale states an answer with an answer phrase ("So the answer is X"; see
-      `lmgcot.eval.answers.split_rationale_answer`): 1.0 when it equals the large LM's, else 0.0;
+      `lmgcot.answers.extract.split_rationale_answer`): 1.0 when it equals the large LM's, else 0.0;
     * otherwise (student rationales are trained without the answer sentence) the rationale supports
       the answer when it names it: 1.0 when the answer occurs anywhere in the rationale as whole
       words ("Alice was born in Paris." and "Paris"), else 0.0, since the large LM then answered

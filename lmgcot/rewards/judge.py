@@ -16,13 +16,11 @@ from collections.abc import Sequence
 from lmgcot.data.example import Example
 from lmgcot.errors import LmgcotError
 from lmgcot.llm.base import GenerationParams, LargeLM
-from lmgcot.prompts import render_paragraph
+from lmgcot.prompts import JUDGE_PREFIX, render_paragraph
 from lmgcot.rewards.aspects import ASPECTS
 
 ASPECT_NAMES: tuple[str, ...] = tuple(ASPECTS)
 MIN_SCORE, MAX_SCORE = 1, 5
-# How every judge prompt starts: lets a backend recognise one.
-JUDGE_PREFIX = "You are grading a rationale"
 
 # What the judge is told each aspect means; worded to match the `auto` measures' intent.
 ASPECT_DESCRIPTIONS: dict[str, str] = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lmgcot.answers.typed import read_answer, score_answer
 from lmgcot.data.example import Example
-from lmgcot.eval.typed_answers import read_answer, score_answer
 from lmgcot.llm.base import GenerationParams, LargeLM
 from lmgcot.prompts import PromptTemplates
 

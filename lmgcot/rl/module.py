@@ -14,7 +14,6 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
-from lmgcot.distill.datamodule import pad_to_multiple
 from lmgcot.rl.kl import AdaptiveKLController, FixedKLController, kl_estimate
 from lmgcot.rl.policy_gradient import (
     ALGORITHMS,
@@ -42,6 +41,7 @@ from lmgcot.rl.ppo_math import (
     value_loss,
 )
 from lmgcot.rl.value_head import ValueHead
+from lmgcot.student.batching import pad_to_multiple
 
 log = logging.getLogger("lmgcot")
 

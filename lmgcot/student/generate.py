@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lmgcot.distill.datamodule import pad_to_multiple
+from lmgcot.student.batching import pad_to_multiple
 from lmgcot.student.models import Student
 
 

@@ -10,7 +10,7 @@ answer            vanilla fine-tuning: the answer only, no rationale (the baseli
 
 from __future__ import annotations
 
-from lmgcot.eval.typed_answers import read_answer
+from lmgcot.answers.typed import read_answer
 
 OBJECTIVES = ("rationale", "rationale_answer", "multitask", "answer")
 # Objectives whose student writes rationales for the large LM (the lm_guided methods, refine).

@@ -1,0 +1,52 @@
+"""Running async SDK calls from synchronous code: a bounded number in flight, results in order."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def run_bounded(
+    make_client: Callable[[], Any],
+    call: Callable[[Any, T], Awaitable[R]],
+    items: Sequence[T],
+    max_concurrency: int,
+) -> list[R]:
+    """`call(client, item)` for every item, at most `max_concurrency` at once; results in order.
+
+    The first failure cancels the calls still waiting or in flight and is raised."""
+
+    async def main() -> list[R]:
+        gate = asyncio.Semaphore(max_concurrency)
+        async with make_client() as client:
+
+            async def one(item: T) -> R:
+                async with gate:
+                    return await call(client, item)
+
+            tasks = [asyncio.ensure_future(one(item)) for item in items]
+            try:
+                return list(await asyncio.gather(*tasks))
+            except BaseException:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+
+    return run_async(main())
+
+
+def run_async(coro: Coroutine[Any, Any, R]) -> R:
+    """Run a coroutine to completion from synchronous code."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # Called from inside a running loop (a notebook): asyncio.run needs a thread of its own.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
