@@ -15,7 +15,6 @@ from lmgcot.answers.typed import read_answer, score_answer
 from lmgcot.data.example import Example
 from lmgcot.llm.base import GenerationParams, LargeLM
 from lmgcot.prompts import PromptTemplates
-from lmgcot.student.objectives import EXPLAIN, PREDICT, rationale_answer_target
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class TeacherRationale:
 PROMPTINGS = ("cot", "zero_shot_cot", "few_shot_cot")
 
 
-def generate_rationales(
+def sample_rationales(
     examples: list[Example],
     large_lm: LargeLM,
     prompts: PromptTemplates,
@@ -116,52 +115,11 @@ def _own_block(text: str) -> str:
     return re.split(r"\n\s*Q:", text, maxsplit=1)[0]
 
 
-def training_pairs(
-    examples: list[Example],
-    rationales: list[TeacherRationale],
-    prompts: PromptTemplates,
-    filter_correct: bool = True,
-    objective: str = "rationale",
-) -> list[tuple[str, str]] | dict[str, list[tuple[str, str]]]:
-    """What the student is trained on, per `objective` (`lmgcot.student.objectives`):
-
-    rationale          (input, rationale) per kept rationale;
-    rationale_answer   (input, "rationale --> answer") with the teacher's answer;
-    multitask          {"predict": [("predict: " input, gold answer)], "explain": [("explain: "
-                       input, rationale)]}, aligned: one of each per kept rationale;
-    answer             (input, gold answer) per example, no rationales (vanilla fine-tuning).
-
-    With `filter_correct`, rationales whose answer is wrong are dropped; empty ones always are.
-    """
-    if objective == "answer":
-        return [(prompts.student_input(e), e.answer) for e in examples]
-    by_id = {e.id: e for e in examples}
-    kept = _kept(rationales, filter_correct)
-    if objective == "multitask":
-        return {
-            PREDICT: [
-                (prompts.student_input(by_id[r.id], PREDICT), by_id[r.id].answer) for r in kept
-            ],
-            EXPLAIN: [(prompts.student_input(by_id[r.id], EXPLAIN), r.rationale) for r in kept],
-        }
-    if objective == "rationale_answer":
-        return [
-            (prompts.student_input(by_id[r.id]), rationale_answer_target(r.rationale, r.answer))
-            for r in kept
-        ]
-    return [(prompts.student_input(by_id[r.id]), r.rationale) for r in kept]
-
-
-def pair_count(pairs: list | dict) -> int:
-    """Training examples in `training_pairs` output (a multitask pair counts once)."""
-    return len(pairs[EXPLAIN]) if isinstance(pairs, dict) else len(pairs)
-
-
 def teacher_stats(rationales: list[TeacherRationale], filter_correct: bool = True) -> dict:
     """Counts for results.json: rationales and questions, the share correct, and how many
     rationales (and questions with at least one) the filter kept: diverse reasoning's yield."""
     n = len(rationales)
-    kept = _kept(rationales, filter_correct)
+    kept = kept_rationales(rationales, filter_correct)
     questions = len({r.id for r in rationales})
     covered = len({r.id for r in kept})
     return {
@@ -175,5 +133,8 @@ def teacher_stats(rationales: list[TeacherRationale], filter_correct: bool = Tru
     }
 
 
-def _kept(rationales: list[TeacherRationale], filter_correct: bool) -> list[TeacherRationale]:
+def kept_rationales(
+    rationales: list[TeacherRationale], filter_correct: bool
+) -> list[TeacherRationale]:
+    """The rationales a student is trained on: non-empty, and correct under `filter_correct`."""
     return [r for r in rationales if r.rationale.strip() and (r.correct or not filter_correct)]

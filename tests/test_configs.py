@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmgcot.cli import CONFIG_DIR
 from lmgcot.data.official import SAMPLES_DIR
-from lmgcot.pipeline import METHODS, build, run
+from lmgcot.eval.methods import METHODS
+from lmgcot.pipeline import run
+from lmgcot.pipeline.builders import build
 
 CONF = Path(CONFIG_DIR)
 # conf/hydra holds options of Hydra's own groups (launchers), checked in test_sweeps.

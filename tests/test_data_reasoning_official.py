@@ -18,7 +18,7 @@ from lmgcot.data.reasoning_official import (
     read_strategyqa,
 )
 from lmgcot.errors import ConfigError, DataError
-from lmgcot.pipeline import build
+from lmgcot.pipeline.builders import build
 
 # --- writing small files in each official format (invented questions) -----------------------
 

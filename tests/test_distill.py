@@ -12,33 +12,36 @@ import yaml
 from lmgcot.data.synthetic import SyntheticMultiHop
 from lmgcot.distill.datamodule import LengthGroupedBatchSampler, RationaleDataModule
 from lmgcot.distill.module import RationaleDistiller
-from lmgcot.distill.teacher import generate_rationales, teacher_stats, training_pairs
 from lmgcot.llm.simulated import SimulatedLargeLM
 from lmgcot.prompts import PromptTemplates
 from lmgcot.student.batching import PAD_MULTIPLE, collate_pairs
 from lmgcot.student.generate import generate_rationales as student_rationales
 from lmgcot.student.models import build_student
+from lmgcot.student.objectives import OBJECTIVES, TrainingPairs
+from lmgcot.teacher import kept_rationales, sample_rationales, teacher_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(d_model=32, d_ff=64, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1)
 
 
 def templates() -> PromptTemplates:
-    return PromptTemplates(**yaml.safe_load((ROOT / "conf/prompt/default.yaml").read_text()))
+    return PromptTemplates(**yaml.safe_load((ROOT / "lmgcot/conf/prompt/default.yaml").read_text()))
 
 
 def test_teacher_rationales_are_filtered_by_their_answers():
     examples = SyntheticMultiHop(n_train=60, n_val=0, n_test=0, seed=1).load_splits().train
     lm = SimulatedLargeLM(error_rate=0.3)
     prompts = templates()
-    rationales = generate_rationales(examples, lm, prompts, num_samples=2, temperature=0.7)
+    rationales = sample_rationales(examples, lm, prompts, num_samples=2, temperature=0.7)
     assert len(rationales) == 120 and {r.sample for r in rationales} == {0, 1}
     # The answer sentence is stripped from what the student learns, and kept in the completion.
     assert all("answer is" not in r.rationale and "answer is" in r.completion for r in rationales)
     wrong = [r for r in rationales if not r.correct]
     assert 0 < len(wrong) < len(rationales)
-    kept = training_pairs(examples, rationales, prompts, filter_correct=True)
-    everything = training_pairs(examples, rationales, prompts, filter_correct=False)
+    rationale = OBJECTIVES["rationale"]
+    kept = rationale.pairs(examples, kept_rationales(rationales, True), prompts).tasks["target"]
+    everything = rationale.pairs(examples, kept_rationales(rationales, False), prompts)
+    everything = everything.tasks["target"]
     assert len(kept) == len(rationales) - len(wrong) and len(everything) == len(rationales)
     assert {t for _, t in kept} == {r.rationale for r in rationales if r.correct}
     stats = teacher_stats(rationales, filter_correct=True)
@@ -108,7 +111,8 @@ def test_distiller_loss_falls_with_a_real_trainer(tmp_path):
     pl.seed_everything(0, verbose=False)
     pairs = _copy_task(64)
     student = _bpe_student(pairs, max_target_length=16)
-    dm = RationaleDataModule(student.tokenizer, pairs, pairs[:16], 64, 16, batch_size=8)
+    train, val = TrainingPairs({"target": pairs}), TrainingPairs({"target": pairs[:16]})
+    dm = RationaleDataModule(student.tokenizer, train, val, 64, 16, batch_size=8)
     module = RationaleDistiller(
         student.model,
         optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3),

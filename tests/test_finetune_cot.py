@@ -6,7 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from lmgcot.errors import ConfigError
-from lmgcot.pipeline import run, teacher_temperature
+from lmgcot.pipeline import run
+from lmgcot.pipeline.stages.teacher import teacher_temperature
 from lmgcot.utils.io import read_jsonl
 
 SMALL_TASK = ["dataset.n_train=16", "dataset.n_val=4", "dataset.n_test=8"]

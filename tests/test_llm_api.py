@@ -20,7 +20,7 @@ from lmgcot.llm.anthropic import BATCH_DIR, AnthropicLargeLM
 from lmgcot.llm.base import GenerationParams
 from lmgcot.llm.cache import CallCache
 from lmgcot.llm.openai import OpenAILargeLM
-from lmgcot.pipeline import build
+from lmgcot.pipeline.builders import build
 
 KEY = "sk-ant-test-XYZ"
 OPENAI_KEY = "sk-openai-test-ABC"

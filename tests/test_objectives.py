@@ -11,19 +11,25 @@ import yaml
 from lmgcot.data.example import Example
 from lmgcot.distill.datamodule import RationaleDataModule
 from lmgcot.distill.module import RationaleDistiller
-from lmgcot.distill.teacher import TeacherRationale, pair_count, training_pairs
 from lmgcot.eval.methods import student_answers
 from lmgcot.prompts import PromptTemplates
 from lmgcot.student.models import build_student
-from lmgcot.student.objectives import parse_rationale_answer, rationale_answer_target, rationale_of
+from lmgcot.student.objectives import (
+    OBJECTIVES,
+    TARGET,
+    parse_rationale_answer,
+    rationale_answer_target,
+    rationale_of,
+)
+from lmgcot.teacher import TeacherRationale, kept_rationales
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(d_model=32, d_ff=64, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1)
 
 
 def reasoning_templates() -> PromptTemplates:
-    raw = yaml.safe_load((ROOT / "conf/prompt/default.yaml").read_text())
-    raw.update(yaml.safe_load((ROOT / "conf/prompt_presets/reasoning.yaml").read_text()))
+    raw = yaml.safe_load((ROOT / "lmgcot/conf/prompt/default.yaml").read_text())
+    raw.update(yaml.safe_load((ROOT / "lmgcot/conf/prompt_presets/reasoning.yaml").read_text()))
     return PromptTemplates(**raw)
 
 
@@ -64,13 +70,15 @@ def test_targets_round_trip_and_rationale_of_strips_the_answer():
 
 def test_student_answers_vote_over_parsed_outputs():
     ex = Example("q1", "Take ...", "eb", (), answer_type="string")
-    preds = student_answers([ex], [["x --> eb", "y --> ab", "z --> EB."]], "rationale_answer")
+    preds = student_answers(
+        [ex], [["x --> eb", "y --> ab", "z --> EB."]], OBJECTIVES["rationale_answer"]
+    )
     assert preds[0].prediction == "eb" and preds[0].em == 1.0
     assert preds[0].vote_share == pytest.approx(2 / 3)
     assert preds[0].rationales == ["x", "y", "z"]
     number = Example("q2", "How many?", "1250", (), answer_type="number")
-    assert student_answers([number], [["1,250"]], "answer")[0].em == 1.0
-    assert student_answers([number], [["about twelve"]], "answer")[0].em == 0.0
+    assert student_answers([number], [["1,250"]], OBJECTIVES["answer"])[0].em == 1.0
+    assert student_answers([number], [["about twelve"]], OBJECTIVES["answer"])[0].em == 0.0
 
 
 # -- training targets per objective ------------------------------------------------------------
@@ -94,36 +102,43 @@ def _examples_and_rationales():
     return examples, rationales
 
 
+def training_pairs(examples, rationales, prompts, filter_correct=True, objective="rationale"):
+    """One objective's pairs over the kept rationales, as the distill stage makes them."""
+    kept = kept_rationales(rationales, filter_correct)
+    return OBJECTIVES[objective].pairs(examples, kept, prompts)
+
+
 def test_training_pairs_per_objective():
     examples, rationales = _examples_and_rationales()
     prompts = reasoning_templates()
     plain = training_pairs(examples, rationales, prompts, objective="rationale")
     # Wrong and empty rationales are dropped; the input is the question alone (no context).
-    assert plain == [
+    assert not plain.multitask and plain.count == 2
+    assert plain.tasks[TARGET] == [
         (examples[0].question, 'The last letter of "Ab" is "b".'),
         (examples[1].question, 'The last letter of "Ef" is "f".'),
     ]
     with_answer = training_pairs(examples, rationales, prompts, objective="rationale_answer")
-    assert [t for _, t in with_answer] == [
+    assert [t for _, t in with_answer.tasks[TARGET]] == [
         'The last letter of "Ab" is "b". --> bd',
         'The last letter of "Ef" is "f". --> fh',
     ]
     unfiltered = training_pairs(
         examples, rationales, prompts, filter_correct=False, objective="rationale_answer"
     )
-    assert 'The last letter of "Ab" is "a". --> ad' in [t for _, t in unfiltered]
+    assert 'The last letter of "Ab" is "a". --> ad' in [t for _, t in unfiltered.tasks[TARGET]]
     multi = training_pairs(examples, rationales, prompts, objective="multitask")
-    assert multi["predict"] == [
+    assert multi.multitask and multi.tasks["predict"] == [
         (f"predict: {examples[0].question}", "bd"),
         (f"predict: {examples[1].question}", "fh"),
     ]
-    assert [s for s, _ in multi["explain"]] == [
+    assert [s for s, _ in multi.tasks["explain"]] == [
         f"explain: {examples[0].question}",
         f"explain: {examples[1].question}",
     ]
-    assert pair_count(multi) == 2
+    assert multi.count == 2
     # Vanilla fine-tuning: gold answers for every question, no teacher needed.
-    assert training_pairs(examples, [], prompts, objective="answer") == [
+    assert training_pairs(examples, [], prompts, objective="answer").tasks[TARGET] == [
         (examples[0].question, "bd"),
         (examples[1].question, "fh"),
     ]

@@ -24,7 +24,7 @@ from lmgcot.data.reasoning import (
     last_letter_rationale,
 )
 from lmgcot.data.synthetic import SyntheticMultiHop
-from lmgcot.distill.teacher import few_shot_exemplars, generate_rationales
+from lmgcot.teacher import few_shot_exemplars, sample_rationales
 from lmgcot.errors import BackendError, ConfigError
 from lmgcot.llm.base import GenerationParams
 from lmgcot.llm.simulated import SimulatedLargeLM
@@ -197,7 +197,7 @@ def test_bad_settings_raise(cls, kwargs, key) -> None:
 
 
 def test_configs_build_the_datasets_with_the_reasoning_prompts(compose_cfg) -> None:
-    from lmgcot.pipeline import build
+    from lmgcot.pipeline.builders import build
 
     for name, cls in (("last_letter", LastLetter), ("coin_flip", CoinFlip)):
         cfg = compose_cfg(
@@ -510,7 +510,7 @@ def test_teacher_promptings_on_the_reasoning_tasks(templates, task, prompting) -
     lm = SimulatedLargeLM(error_rate=0.2)
     examples = task[:200]
     shots = few_shot_exemplars(task[200:], 3, seed=0) if prompting == "few_shot_cot" else None
-    out = generate_rationales(
+    out = sample_rationales(
         examples,
         lm,
         templates,

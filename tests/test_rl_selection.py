@@ -120,7 +120,7 @@ def test_refiner_records_per_question_val_scores_and_checkpoints_them(tmp_path):
 
 
 def test_results_table_marks_rl_rows_that_are_the_distilled_student():
-    from lmgcot.pipeline import format_results_table
+    from lmgcot.pipeline.output import format_results_table
 
     methods = {
         name: {"em": 0.6, "f1": 0.61, "n": 10}

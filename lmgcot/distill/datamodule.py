@@ -11,17 +11,18 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from lmgcot.student.batching import collate_pairs
+from lmgcot.student.objectives import TrainingPairs
 
 
 class RationaleDataModule(pl.LightningDataModule):
-    """Pairs are (input, target) lists; for a multitask student, a dict of aligned lists per task
-    ({"predict": [...], "explain": [...]}) whose batches hold every task of the same examples."""
+    """Training pairs per task (`TrainingPairs`); a multitask student's batches hold every task of
+    the same examples ({"predict": batch, "explain": batch})."""
 
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
-        train_pairs: list[tuple[str, str]] | dict[str, list[tuple[str, str]]],
-        val_pairs: list[tuple[str, str]] | dict[str, list[tuple[str, str]]],
+        train_pairs: TrainingPairs,
+        val_pairs: TrainingPairs,
         max_source_length: int,
         max_target_length: int,
         batch_size: int = 16,
@@ -31,7 +32,7 @@ class RationaleDataModule(pl.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if not train_pairs:
+        if not train_pairs.count:
             raise ValueError("no training pairs: the teacher stage kept no rationale")
         self.tokenizer = tokenizer
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -90,15 +91,15 @@ class RationaleDataModule(pl.LightningDataModule):
         return collate_pairs(items, pad)
 
 
-def _dataset(tokenizer, pairs, max_source_length: int, max_target_length: int) -> Dataset:
-    if isinstance(pairs, dict):
-        return TaskPairDataset(
-            {
-                task: PairDataset(tokenizer, p, max_source_length, max_target_length)
-                for task, p in pairs.items()
-            }
-        )
-    return PairDataset(tokenizer, pairs, max_source_length, max_target_length)
+def _dataset(
+    tokenizer, pairs: TrainingPairs, max_source_length: int, max_target_length: int
+) -> Dataset:
+    datasets = {
+        task: PairDataset(tokenizer, p, max_source_length, max_target_length)
+        for task, p in pairs.tasks.items()
+    }
+    # A single task's batches are plain (input_ids, labels) batches.
+    return TaskPairDataset(datasets) if pairs.multitask else next(iter(datasets.values()))
 
 
 class PairDataset(Dataset):

@@ -1,0 +1,78 @@
+"""Artifact fingerprints, and the config view a stage works from.
+
+A stage declares the config it reads (`Stage.reads`: whole sections, or `section.key` leaves). Its
+fingerprint hashes exactly those values, less the transport-only keys, and its body sees a view of
+the config holding only those: reading anything else fails, so a stage cannot depend on a setting
+its fingerprint does not cover.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from omegaconf import DictConfig, OmegaConf
+
+# Settings that change how a stage reports or how calls are sent, not what it produces (the call
+# cache's key ignores the large LM's too).
+TRANSPORT = {
+    "trainer": ("enable_progress_bar", "enable_model_summary", "log_every_n_steps"),
+    "large_lm": (
+        "batch_size",
+        "max_concurrency",
+        "timeout_s",
+        "max_retries",
+        "base_url",
+        "prices",
+        "prompt_caching",
+        "prompt_cache_min_tokens",
+        "batch_stages",
+        "batch_poll_s",
+        "batch_max_requests",
+        "batch_retries",
+        "batch_discount",
+    ),
+}
+# Read by every stage's machinery, never part of what it makes: where files go, whether to redo.
+RUN_KEYS = ("paths", "force", "share_artifacts", "logger")
+
+
+def fingerprint(cfg: DictConfig, reads: tuple[str, ...]) -> str:
+    """A hash of the resolved config a stage reads: its sections first, then its leaves (kept in
+    that order so that fingerprints made before leaves were declared stay the same)."""
+    sections = [k for k in reads if "." not in k]
+    leaves = [k for k in reads if "." in k]
+    parts = {}
+    for k in sections:
+        node = cfg.get(k)
+        value = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        if isinstance(value, dict):
+            value = {name: v for name, v in value.items() if name not in TRANSPORT.get(k, ())}
+        parts[k] = value
+    head = hash_parts(json.dumps(parts, sort_keys=True, default=str))
+    if not leaves:
+        return head
+    return hash_parts(head, *(str(OmegaConf.select(cfg, k)) for k in leaves))
+
+
+def hash_parts(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+def view(cfg: DictConfig, reads: tuple[str, ...]) -> DictConfig:
+    """The config a stage may read: its declared sections and leaves, plus the run's own keys.
+    Struct mode: reading an undeclared key raises."""
+    data: dict = {}
+    for key in (*reads, *RUN_KEYS):
+        head, _, leaf = key.partition(".")
+        if head not in cfg or cfg[head] is None and leaf:
+            continue
+        node = cfg[head]
+        value = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        if leaf:
+            data.setdefault(head, {})[leaf] = value[leaf]
+        else:
+            data[head] = value
+    out = OmegaConf.create(data)
+    OmegaConf.set_struct(out, True)
+    return out

@@ -1,0 +1,111 @@
+"""The artifact protocol every cached stage follows, written once.
+
+fingerprint -> take it from the shared store if another run made it -> reuse it if finished under
+the same fingerprint -> otherwise drop the resumable state of another config -> work (resuming
+from this config's checkpoints) -> write the summary -> mark done -> publish to the shared store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from lmgcot.artifacts import StageDir
+from lmgcot.errors import ConfigError
+from lmgcot.pipeline.fingerprints import fingerprint, view
+from lmgcot.utils.store import fetch, file_lock, publish
+
+log = logging.getLogger("lmgcot")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage: its name, the config it reads (sections or `section.key` leaves: its
+    fingerprint), the stages whose artifacts it needs, and its body.
+
+    `body(ctx, cfg, out)` gets the run context, the config view holding only `reads`, and the
+    stage directory; it writes its artifacts there and returns the summary. `stale` names files
+    in the directory that belong to one configuration and go when the fingerprint changes (the
+    checkpoints always do). `cached=False` stages (evaluate) cache per item themselves.
+    """
+
+    name: str
+    reads: tuple[str, ...]
+    body: Callable
+    needs: Callable[[DictConfig], tuple[str, ...]] = lambda cfg: ()
+    stale: tuple[str, ...] = ()
+    cached: bool = True
+    shared: bool = True
+
+    def fingerprint(self, cfg: DictConfig) -> str:
+        return fingerprint(cfg, self.reads)
+
+    def view(self, cfg: DictConfig) -> DictConfig:
+        return view(cfg, self.reads)
+
+
+# What a stage leaves for the others, in errors.
+PRODUCT = {"teacher": "teacher rationales", "distill": "a distilled student"}
+# A run's own resumable state, never part of a shared artifact.
+NOT_SHARED = ("checkpoints",)
+
+
+def run_stage(stage: Stage, ctx, out: StageDir) -> dict:
+    """Run `stage` under the artifact protocol; returns its summary."""
+    cfg = ctx.cfg
+    if not stage.cached:
+        return stage.body(ctx, stage.view(cfg), out)
+    fp = stage.fingerprint(cfg)
+    store = cfg.paths.get("artifact_dir")
+    if not stage.shared or not store or cfg.force or not cfg.get("share_artifacts", True):
+        return _make(stage, ctx, out, fp)
+    if reusable(out, fp, False):
+        return _make(stage, ctx, out, fp)
+    shared = StageDir(Path(store) / stage.name / fp)
+    # Jobs wanting the same artifact wait here for the one making it.
+    with file_lock(shared.path.parent / f"{fp}.lock"):
+        if shared.done and shared.fingerprint == fp:
+            fetch(shared.path, out.path)
+            log.info("%s: reusing the shared artifact %s", stage.name, shared.path)
+        summary = _make(stage, ctx, out, fp)
+        if not shared.done and reusable(out, fp, False):
+            publish(out.path, shared.path, skip=NOT_SHARED)
+    return summary
+
+
+def _make(stage: Stage, ctx, out: StageDir, fp: str) -> dict:
+    if reusable(out, fp, ctx.cfg.force):
+        log.info("%s: reusing %s", out.name, out.path)
+        return out.summary()
+    for need in stage.needs(ctx.cfg):
+        needed = ctx.run.stage(need)
+        if not needed.done:
+            raise ConfigError(
+                f"{stage.name} needs {PRODUCT.get(need, need)} in {needed.path}: add the {need} "
+                "stage or point hydra.run.dir at a run that has them"
+            )
+    if out.fingerprint != fp:
+        # Resumable state and logs of another configuration cannot be resumed.
+        stale = [*out.checkpoints.glob("*.ckpt"), *(out / name for name in stage.stale)]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        out.write_meta({"fingerprint": fp, "done": False})
+    summary = stage.body(ctx, stage.view(ctx.cfg), out)
+    out.write_summary(summary)
+    out.mark_done(fp)
+    return summary
+
+
+def reusable(out: StageDir, fp: str, force: bool) -> bool:
+    """Whether a finished artifact can be used as it is."""
+    meta = out.meta()
+    if force or not meta.get("done"):
+        return False
+    if meta.get("fingerprint") != fp:
+        log.warning("%s: config changed since it was made; redoing it", out.path)
+        return False
+    return True

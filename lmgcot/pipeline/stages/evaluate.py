@@ -1,0 +1,114 @@
+"""evaluate: every configured method on the test split. Each method's predictions are an artifact
+of their own (eval/<method>.jsonl) with a fingerprint: the data, large LM and prompts, the student
+it used, and the evaluation settings the method declares (`Method.settings`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+from lmgcot.artifacts import EvalDir
+from lmgcot.eval import methods as M
+from lmgcot.pipeline.builders import load_student
+from lmgcot.pipeline.fingerprints import fingerprint, hash_parts
+from lmgcot.pipeline.stage import Stage
+from lmgcot.pipeline.stages.distill import DISTILL
+from lmgcot.pipeline.stages.quality import rationale_quality
+from lmgcot.pipeline.stages.refine import REFINE
+from lmgcot.student.models import Student
+from lmgcot.student.objectives import OBJECTIVES
+from lmgcot.utils.io import read_jsonl, write_jsonl
+
+log = logging.getLogger("lmgcot")
+
+BASE_READS = ("dataset", "large_lm", "prompt", "seed")
+STUDENT_STAGES = {"distill": DISTILL, "refine": REFINE}
+
+
+def method_fingerprint(cfg: DictConfig, run, method: str) -> str:
+    """The fingerprint of a method's predictions under `cfg`, with the students now in `run`."""
+    m = M.METHODS[method]
+    student_fp = (run.stage(m.student).fingerprint or "") if m.student else ""
+    return hash_parts(fingerprint(cfg, BASE_READS), method, student_fp, _settings_json(cfg, m))
+
+
+def _settings_json(cfg: DictConfig, m: M.Method) -> str:
+    e = cfg.evaluation
+    return json.dumps(
+        {
+            k: OmegaConf.to_container(e[k]) if isinstance(e[k], DictConfig) else e[k]
+            for k in m.settings
+        },
+        sort_keys=True,
+    )
+
+
+def _warn_stale_students(ctx, cfg: DictConfig, wanted: list[str]) -> None:
+    for stage, spec in STUDENT_STAGES.items():
+        fp = ctx.run.stage(stage).fingerprint
+        used = any(M.METHODS[m].student == stage for m in wanted)
+        if used and fp and fp != spec.fingerprint(ctx.cfg):
+            log.warning(
+                "evaluate: the student in %s was trained under another config; evaluating it "
+                "as it is",
+                ctx.run.stage(stage).path,
+            )
+
+
+def _predict(ctx, cfg: DictConfig, method: M.Method, student: Student | None) -> list:
+    e = cfg.evaluation
+    mctx = M.MethodContext(
+        large_lm=ctx.large_lm,
+        prompts=ctx.prompts,
+        settings={
+            k: OmegaConf.to_container(e[k]) if isinstance(e[k], DictConfig) else e[k]
+            for k in method.settings
+        },
+        objective=OBJECTIVES[cfg.distill.objective],
+        seed=int(cfg.seed),
+        batch_size=int(e.student_batch_size),
+    )
+    return method.predict(mctx, ctx.splits.test, student)
+
+
+def _body(ctx, cfg: DictConfig, out: EvalDir) -> dict:
+    e = cfg.evaluation
+    wanted = list(e.methods)
+    _warn_stale_students(ctx, cfg, wanted)
+    students: dict[str, Student] = {}
+    samples, preds_by_method = [], {}
+    for name in wanted:
+        method = M.METHODS[name]
+        fp = method_fingerprint(ctx.cfg, ctx.run, name)
+        path = out.predictions(name)
+        if out.method_fingerprint(name) == fp and path.exists() and not ctx.cfg.force:
+            preds = [M.Prediction(**r) for r in read_jsonl(path)]
+            log.info("evaluate: %s: reusing %s", name, path)
+        else:
+            stage = method.student
+            if stage and stage not in students:
+                students[stage] = load_student(ctx.cfg, ctx.run.stage(stage))
+            preds = _predict(ctx, cfg, method, students.get(stage or ""))
+            write_jsonl(path, (p.to_dict() for p in preds))
+            out.set_method_fingerprint(name, fp)
+        preds_by_method[name] = preds
+        ctx.methods[name] = M.summarize(preds, len(ctx.splits.test))
+        ctx.provenance["methods"][name] = fp
+        log.info(
+            "evaluate: %s: EM %.3f F1 %.3f", name, ctx.methods[name]["em"], ctx.methods[name]["f1"]
+        )
+        samples.extend({"method": name, **p.to_dict()} for p in preds[: int(e.num_examples_saved)])
+    write_jsonl(ctx.run.samples, samples)
+    if e.get("rationale_quality", True):
+        rationale_quality(ctx, preds_by_method, students)
+    return {}
+
+
+EVALUATE = Stage(
+    "evaluate",
+    reads=(*BASE_READS, "evaluation", "distill.objective", "reward", "student", "trainer"),
+    body=_body,
+    cached=False,
+)
