@@ -37,24 +37,25 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from lmgcot.cli import CONFIG_DIR
+from lmgcot.pipeline.builders import build_student
 from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards.mix import COMPONENTS
 from lmgcot.rewards.scorer import WELLFORMED, RewardScorer
 from lmgcot.rewards.wellformed import vocabulary_of, wellformedness
 from lmgcot.rl.policy_gradient import group_advantages
 from lmgcot.student.generate import generate_rationales, score_rationales
-from lmgcot.student.models import build_student
 from lmgcot.student.objectives import explain_task
 from lmgcot.utils.io import read_jsonl
 
-CONF = Path(__file__).resolve().parents[1] / "lmgcot" / "conf"
+# Importing the CLI registers the config schemas the YAML options extend.
+CONF = CONFIG_DIR
 NAMES = [*COMPONENTS, WELLFORMED]
 # Scores closer than this count as equal when deciding whether a question's samples differ.
 SAME = 1e-9
@@ -102,12 +103,7 @@ def main(argv: list[str]) -> int:
         answer_max_new_tokens=int(cfg.evaluation.answer_max_new_tokens),
         vocabulary=vocabulary,
     )
-    student = build_student(
-        name=str(cfg.student.name),
-        pretrained=args.student,
-        max_source_length=int(cfg.student.max_source_length),
-        max_target_length=int(cfg.student.max_target_length),
-    )
+    student = build_student(cfg.student, args.seed, pretrained=args.student)
     task = explain_task(str(cfg.distill.objective))
     inputs = [prompts.student_input(x, task) for x in examples]
 

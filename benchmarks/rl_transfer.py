@@ -23,7 +23,6 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -32,14 +31,15 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+from lmgcot.cli import CONFIG_DIR
 from lmgcot.llm.simulated import SimulatedLargeLM
+from lmgcot.pipeline.builders import build_refiner, build_student
 from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards.task import task_reward
-from lmgcot.rl.module import RationaleRefiner
 from lmgcot.student.generate import generate_rationales
-from lmgcot.student.models import build_student
 
-CONF = Path(__file__).resolve().parents[1] / "lmgcot" / "conf"
+# Importing the CLI registers the config schemas the YAML options extend.
+CONF = CONFIG_DIR
 
 
 def main(argv: list[str]) -> int:
@@ -72,12 +72,7 @@ def main(argv: list[str]) -> int:
         r.rollout_batch_size = args.rollout_batch_size
     if args.minibatch_size:
         r.minibatch_size = args.minibatch_size
-    student = build_student(
-        name="tiny",
-        pretrained=args.student,
-        max_source_length=int(cfg.student.max_source_length),
-        max_target_length=int(cfg.student.max_target_length),
-    )
+    student = build_student(cfg.student, args.seed, pretrained=args.student)
 
     k = args.samples_per_question or int(r.samples_per_question)
     per_rollout = int(r.rollout_batch_size) // k
@@ -110,14 +105,7 @@ def main(argv: list[str]) -> int:
     if args.kl is not None:
         r.kl.coef = args.kl
     r.samples_per_question = k
-    refiner = RationaleRefiner.from_config(
-        r,
-        student.model,
-        student.tokenizer,
-        reward_fn,
-        optimizer=instantiate(r.optimizer),
-        max_source_length=student.max_source_length,
-    )
+    refiner = build_refiner(r, student, reward_fn)
     inputs = [prompts.student_input(x) for x in order]
     loader = DataLoader(inputs, batch_size=per_rollout, collate_fn=lambda xs: {"inputs": list(xs)})
     evaluations = [(0, held_out(splits.val), held_out(splits.test))]

@@ -38,7 +38,10 @@ def _main(cfg: DictConfig) -> float | None:
             sys.exit(2)
         return float(value)
     # A scalar for Hydra sweepers to optimise: the best guided method's EM.
-    ems = [m["em"] for name, m in results["methods"].items() if name.startswith("lm_guided")]
+    from lmgcot.eval.methods import METHODS
+
+    guided = [n for n, m in METHODS.items() if m.student and m.uses_large_lm]
+    ems = [m["em"] for name, m in results["methods"].items() if name in guided]
     return max(ems) if ems else None
 
 

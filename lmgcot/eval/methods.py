@@ -5,6 +5,7 @@ cot              the large LM writes its own rationale, then answers given it
 lm_guided_kd     the distilled student writes a rationale (greedy); the large LM answers given it
 lm_guided_kd_sc  self-consistency: k sampled student rationales, one large-LM answer each, majority
                  vote over normalised answers (ties go to the answer seen first)
+lm_guided_kd_beam the distilled student's rationale by beam search (4 beams), not greedy
 lm_guided_rl(_sc) the same with the RL-refined student
 finetune_cot     Fine-tune-CoT: the student answers alone, no large LM: it writes
                  "rationale --> answer" (distill.objective=rationale_answer), or answers under the
@@ -299,6 +300,8 @@ METHODS: dict[str, Method] = {
         Method("cot", _cot, paper=True, settings=("answer_max_new_tokens", "cot_max_new_tokens")),
         _lm_guided("lm_guided_kd", "distill", paper=True),
         _lm_guided("lm_guided_kd_sc", "distill", settings=_SC, paper=True),
+        # Beam search instead of greedy decoding for the student's rationale.
+        _lm_guided("lm_guided_kd_beam", "distill", generation={"num_beams": 4}),
         _lm_guided("lm_guided_rl", "refine", paper=True),
         _lm_guided("lm_guided_rl_sc", "refine", settings=_SC, paper=True),
         _student_alone(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from lmgcot.artifacts import RESULTS, RunDir
 from lmgcot.report.common import in_order
 from lmgcot.rewards.aspects import ASPECTS
 from lmgcot.rewards.wellformed import WELLFORMED
@@ -41,7 +42,7 @@ def load_runs(root: Path) -> list[Run]:
     methods with `eval/<method>.jsonl`, `quality` the sources with `eval/quality/<source>.jsonl`.
     CompareError when there is no run or a file is malformed.
     """
-    runs = [_load_run(results_file) for results_file in sorted(root.rglob("results.json"))]
+    runs = [_load_run(results_file) for results_file in sorted(root.rglob(RESULTS))]
     if not runs:
         raise CompareError(f"{root}: no results.json below it")
     # A configuration is named by the overrides that vary across the sweep.
@@ -76,19 +77,20 @@ def _load_run(results_file: Path) -> Run:
     overrides = [o for o in _overrides(run_dir) if not o.startswith(("seed=", "hydra."))]
     seed = results.get("setup", {}).get("seed", 0)
     run = Run(run_dir, " ".join(overrides), int(seed), results)
+    layout = RunDir(run_dir)
     for method in results["methods"]:
-        preds = run_dir / "eval" / f"{method}.jsonl"
+        preds = layout.eval.predictions(method)
         if preds.exists():
             rows = _read_jsonl(preds, ("id", "em", "f1"))
             run.scores[method] = {r["id"]: {"em": r["em"], "f1": r["f1"]} for r in rows}
-    for path in sorted((run_dir / "eval" / "quality").glob("*.jsonl")):
+    for path in layout.eval.quality_files():
         run.quality[path.stem] = _aspect_scores(path)
     return run
 
 
 def _overrides(run_dir: Path) -> list[str]:
     """The run's Hydra overrides, as strings; none without `.hydra/overrides.yaml`."""
-    path = run_dir / ".hydra" / "overrides.yaml"
+    path = RunDir(run_dir).overrides
     if not path.exists():
         return []
     return [str(o) for o in (yaml.safe_load(path.read_text()) or [])]

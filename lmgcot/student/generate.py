@@ -18,9 +18,11 @@ def generate_rationales(
     batch_size: int = 64,
     seed: int = 0,
     progress=None,
+    num_beams: int = 1,
 ) -> list[list[str]]:
-    """`num_samples` rationales per input (greedy when temperature is 0). Inputs are sorted by
-    length so batches carry little padding; results come back in input order. Seeded."""
+    """`num_samples` rationales per input (greedy when temperature is 0; beam search over
+    `num_beams` beams when that is above 1). Inputs are sorted by length so batches carry little
+    padding; results come back in input order. Seeded."""
     model, tok = student.model, student.tokenizer
     was_training = model.training
     model.eval()
@@ -46,7 +48,7 @@ def generate_rationales(
                     num_return_sequences=num_samples,
                 )
             else:
-                kwargs = dict(do_sample=False)
+                kwargs = dict(do_sample=False, num_beams=num_beams)
             seqs = model.generate(
                 input_ids=ids,
                 attention_mask=(ids != tok.pad_token_id).long(),
