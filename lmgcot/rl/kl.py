@@ -7,6 +7,7 @@ import math
 import torch
 
 KL_ESTIMATORS = ("k1", "k3", "abs")
+KL_CONTROLLERS = ("fixed", "adaptive")
 
 # Proportional controller error is clipped so one odd batch cannot swing the coefficient wildly.
 _ADAPTIVE_ERROR_CLIP = 0.2
