@@ -11,7 +11,7 @@ import yaml
 from lmgcot.data.example import Example
 from lmgcot.distill.datamodule import RationaleDataModule
 from lmgcot.distill.module import RationaleDistiller
-from lmgcot.eval.methods import student_answers
+from lmgcot.eval.predict import student_answers
 from lmgcot.prompts import PromptTemplates
 from lmgcot.student.models import build_student
 from lmgcot.student.objectives import (

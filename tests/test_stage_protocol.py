@@ -16,6 +16,8 @@ from lmgcot.pipeline.stage import Stage, run_stage
 from lmgcot.pipeline.stages import STAGES
 from lmgcot.utils.io import read_json
 
+pytestmark = pytest.mark.unit
+
 
 def _cfg(tmp_path, **over):
     base = {
@@ -108,6 +110,8 @@ def test_every_stage_reads_only_config_its_fingerprint_holds():
     assert not STAGES["evaluate"].cached
 
 
+@pytest.mark.stage
+@pytest.mark.slow
 def test_results_keep_only_rows_made_under_this_config(compose_cfg, tmp_path):
     """A re-evaluation merges earlier rows of results.json only where they come from the same
     configuration; each row's fingerprint is recorded."""

@@ -276,16 +276,27 @@ def readability(examples: Sequence[Example], rationales: Sequence[str], **extra)
     return out
 
 
-ASPECTS: dict[str, AspectFn] = {
-    "factuality": factuality,
-    "relevance": relevance,
-    "logicality": logicality,
-    "consistency": consistency,
-    "coherence": coherence,
-    "fluency": fluency,
-    "naturalness": naturalness,
-    "readability": readability,
+# Every aspect: its `auto` measure and what the judge (reward.scorer=judge) is told it means,
+# worded to match the measure's intent. Adding an aspect is a function, one entry here, and a
+# conf/reward/<name>.yaml naming its weight.
+ASPECT_REGISTRY: dict[str, tuple[AspectFn, str]] = {
+    "factuality": (factuality, "every statement is supported by the context"),
+    "relevance": (relevance, "it addresses what the question asks"),
+    "logicality": (logicality, "each step follows from the earlier ones towards the answer"),
+    "consistency": (
+        consistency,
+        "its statements agree with each other and with its conclusion",
+    ),
+    "coherence": (coherence, "consecutive sentences connect into one line of reasoning"),
+    "fluency": (fluency, "it reads as grammatical, well-formed English"),
+    "naturalness": (
+        naturalness,
+        "it reads like human writing, without repetition or garbled text",
+    ),
+    "readability": (readability, "it is easy to read and understand"),
 }
+ASPECTS: dict[str, AspectFn] = {name: fn for name, (fn, _) in ASPECT_REGISTRY.items()}
+ASPECT_DESCRIPTIONS: dict[str, str] = {name: d for name, (_, d) in ASPECT_REGISTRY.items()}
 
 
 def sentences(text: str) -> list[str]:

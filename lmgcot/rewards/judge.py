@@ -17,22 +17,10 @@ from lmgcot.data.example import Example
 from lmgcot.errors import LmgcotError
 from lmgcot.llm.base import GenerationParams, LargeLM
 from lmgcot.prompts import JUDGE_PREFIX, render_paragraph
-from lmgcot.rewards.aspects import ASPECTS
+from lmgcot.rewards.aspects import ASPECT_DESCRIPTIONS, ASPECTS
 
 ASPECT_NAMES: tuple[str, ...] = tuple(ASPECTS)
 MIN_SCORE, MAX_SCORE = 1, 5
-
-# What the judge is told each aspect means; worded to match the `auto` measures' intent.
-ASPECT_DESCRIPTIONS: dict[str, str] = {
-    "factuality": "every statement is supported by the context",
-    "relevance": "it addresses what the question asks",
-    "logicality": "each step follows from the earlier ones towards the answer",
-    "consistency": "its statements agree with each other and with its conclusion",
-    "coherence": "consecutive sentences connect into one line of reasoning",
-    "fluency": "it reads as grammatical, well-formed English",
-    "naturalness": "it reads like human writing, without repetition or garbled text",
-    "readability": "it is easy to read and understand",
-}
 
 
 class JudgeParseError(LmgcotError):

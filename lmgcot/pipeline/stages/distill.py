@@ -78,18 +78,7 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     out.export_student(student.model, student.tokenizer)
-    steps, epochs, best_loss = (
-        trainer.global_step,
-        trainer.current_epoch,
-        checkpoint.best_model_score,
-    )
-    if not steps and resume.exists():
-        # A spawning strategy trained in worker processes: their progress is in the checkpoint.
-        saved = torch.load(resume, map_location="cpu", weights_only=False)
-        steps, epochs = saved.get("global_step", 0), saved.get("epoch", 0)
-        best_loss = next(
-            (c.get("best_model_score") for c in saved.get("callbacks", {}).values()), None
-        )
+    steps, epochs, best_loss = _progress(trainer, checkpoint, resume)
     return {
         "objective": objective.name,
         "train_pairs": pairs["train"].count,
@@ -100,6 +89,20 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
         "seconds": round(time.perf_counter() - t0, 2),
         "parameters": sum(p.numel() for p in student.model.parameters()),
     }
+
+
+def _progress(trainer, checkpoint, resume) -> tuple[int, int, float | None]:
+    """(steps, epochs, best val loss) of the fit."""
+    steps, epochs = trainer.global_step, trainer.current_epoch
+    best_loss = checkpoint.best_model_score
+    if not steps and resume.exists():
+        # A spawning strategy trained in worker processes: their progress is in the checkpoint.
+        saved = torch.load(resume, map_location="cpu", weights_only=False)
+        steps, epochs = saved.get("global_step", 0), saved.get("epoch", 0)
+        best_loss = next(
+            (c.get("best_model_score") for c in saved.get("callbacks", {}).values()), None
+        )
+    return steps, epochs, best_loss
 
 
 def _needs(cfg: DictConfig) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmgcot.artifacts import EvalDir
 from lmgcot.eval import methods as M
+from lmgcot.eval.predict import Prediction, summarize
 from lmgcot.pipeline.builders import load_student
 from lmgcot.pipeline.fingerprints import fingerprint, hash_parts
 from lmgcot.pipeline.stage import Stage
@@ -84,7 +85,7 @@ def _body(ctx, cfg: DictConfig, out: EvalDir) -> dict:
         fp = method_fingerprint(ctx.cfg, ctx.run, name)
         path = out.predictions(name)
         if out.method_fingerprint(name) == fp and path.exists() and not ctx.cfg.force:
-            preds = [M.Prediction(**r) for r in read_jsonl(path)]
+            preds = [Prediction(**r) for r in read_jsonl(path)]
             log.info("evaluate: %s: reusing %s", name, path)
         else:
             stage = method.student
@@ -94,7 +95,7 @@ def _body(ctx, cfg: DictConfig, out: EvalDir) -> dict:
             write_jsonl(path, (p.to_dict() for p in preds))
             out.set_method_fingerprint(name, fp)
         preds_by_method[name] = preds
-        ctx.methods[name] = M.summarize(preds, len(ctx.splits.test))
+        ctx.methods[name] = summarize(preds, len(ctx.splits.test))
         ctx.provenance["methods"][name] = fp
         log.info(
             "evaluate: %s: EM %.3f F1 %.3f", name, ctx.methods[name]["em"], ctx.methods[name]["f1"]

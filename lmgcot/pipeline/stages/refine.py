@@ -154,15 +154,8 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
         log_every_n_steps=1,
     )
     resume = out.last_checkpoint
-    meta = out.meta()
     t0 = time.perf_counter()
-    if resume.exists():
-        log.info("refine: resumed from %s", resume)
-    elif has_val:
-        scores = trainer.validate(module, dataloaders=val_loader, verbose=False)[0]
-        meta = {**meta, "val_reward_before": round(float(scores["val/reward"]), 6)}
-        out.write_meta(meta)
-    before = meta.get("val_reward_before")
+    before = _reward_before(trainer, module, val_loader if has_val else None, out)
     trainer.fit(
         module,
         train_dataloaders=train_loader,
@@ -189,6 +182,18 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
         "kl_coef": round(float(module.kl_controller.value), 6),
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _reward_before(trainer, module, val_loader, out: StageDir) -> float | None:
+    """The distilled student's val reward, measured once and kept in meta.json across resumes."""
+    meta = out.meta()
+    if out.last_checkpoint.exists():
+        log.info("refine: resumed from %s", out.last_checkpoint)
+    elif val_loader is not None:
+        scores = trainer.validate(module, dataloaders=val_loader, verbose=False)[0]
+        meta = {**meta, "val_reward_before": round(float(scores["val/reward"]), 6)}
+        out.write_meta(meta)
+    return meta.get("val_reward_before")
 
 
 def _fmt(x: float | None) -> str:
