@@ -67,7 +67,8 @@ class FileDatasetConfig(DatasetConfig):
     train_path: str | None = MISSING
     eval_path: str | None = MISSING
     hub_name: str | None = MISSING
-    split_fractions: list[Number] = MISSING
+    # float, not Number: OmegaConf 2.3 hands out a list's union-typed items as nodes, not values.
+    split_fractions: list[float] = MISSING
 
 
 @dataclass
