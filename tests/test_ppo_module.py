@@ -229,7 +229,7 @@ def test_k_samples_per_question_share_one_encoder_pass_and_repeat_the_batch() ->
     )
     torch.testing.assert_close(logits, plain.logits)
     torch.testing.assert_close(states, plain.decoder_hidden_states[-1])
-    from lmgcot.rl.module import _repeat_per_sample
+    from lmgcot.rl.rollout import _repeat_per_sample
 
     assert _repeat_per_sample(batch, 2, 3) == {
         "inputs": ["a?"] * 3 + ["bb?"] * 3,
