@@ -7,6 +7,13 @@ from lmgcot.rl.kl import (
     FixedKLController,
     kl_estimate,
 )
+from lmgcot.rl.masked import (
+    entropy_from_logits,
+    logprobs_from_logits,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+)
 from lmgcot.rl.policy_gradient import (
     ALGORITHMS,
     group_advantages,
@@ -15,20 +22,13 @@ from lmgcot.rl.policy_gradient import (
 )
 from lmgcot.rl.ppo_math import (
     LOSS_AGGREGATIONS,
-    RunningMeanStd,
     aggregate,
-    clip_scores,
-    entropy_from_logits,
     gae,
-    logprobs_from_logits,
-    masked_mean,
-    masked_var,
-    masked_whiten,
-    normalize_scores,
     policy_loss,
     token_rewards,
     value_loss,
 )
+from lmgcot.rl.scores import RunningMeanStd, clip_scores, normalize_scores
 from lmgcot.rl.value_head import ValueHead
 
 __all__ = [

@@ -17,10 +17,11 @@ import pytorch_lightning as pl
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmgcot.rl.ppo_math import RunningMeanStd, logprobs_from_logits
+from lmgcot.rl.masked import logprobs_from_logits
 from lmgcot.rl.rollout import RolloutMixin
 from lmgcot.rl.rollout_logs import RolloutLogsMixin, reward_means
 from lmgcot.rl.sampling import SamplingMixin
+from lmgcot.rl.scores import RunningMeanStd
 from lmgcot.rl.settings import (
     RL_CHOICES,
     KLController,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from lmgcot.rl.ppo_math import masked_var
+from lmgcot.rl.masked import masked_var
 
 ALGORITHMS = ("ppo", "rloo", "grpo", "reinforce")
 CRITIC_FREE = ("rloo", "grpo", "reinforce")

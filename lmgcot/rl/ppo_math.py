@@ -1,4 +1,5 @@
-"""Pure tensor functions of PPO over decoder tokens: masked statistics, rewards, GAE and losses.
+"""Pure tensor functions of PPO over decoder tokens: loss aggregation, rewards, GAE and losses
+(masked statistics are in `masked`, score normalisation in `scores`).
 
 Conventions: per-token tensors are (batch, T) over the decoder tokens of each sampled response;
 `mask` is float, 1 for real tokens (including the final EOS) and 0 for right padding.
@@ -6,81 +7,15 @@ Conventions: per-token tensors are (batch, T) over the decoder tokens of each sa
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
+
+from lmgcot.rl.masked import masked_mean
 
 # token_mean: every real token of the minibatch weighs the same (long rationales weigh more);
 # seq_mean: mean over each rationale's tokens, then over rationales (GRPO's original);
 # sum_norm: sum over each rationale's tokens divided by a constant (max_new_tokens), then mean
 # over rationales (Dr. GRPO: no length bias, the plain REINFORCE gradient up to a constant).
 LOSS_AGGREGATIONS = ("token_mean", "seq_mean", "sum_norm")
-
-
-def masked_mean(
-    x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None
-) -> torch.Tensor:
-    """Mean of `x` over entries where `mask` is 1.
-
-    Args:
-        x: any shape.
-        mask: same shape as `x` (0/1 floats).
-        dim: reduce over these dims only (None: over everything, giving a scalar).
-
-    Returns:
-        The reduced tensor; 0 where nothing is unmasked (instead of NaN, so one empty row cannot
-        poison a batch statistic).
-    """
-    mask = mask.to(x.dtype)
-    total = (x * mask).sum() if dim is None else (x * mask).sum(dim=dim)
-    count = mask.sum() if dim is None else mask.sum(dim=dim)
-    return torch.where(count > 0, total / count.clamp_min(1e-12), torch.zeros_like(total))
-
-
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance of `x` over all entries where `mask` is 1 (a scalar).
-
-    Args:
-        x: any shape.
-        mask: same shape as `x` (0/1 floats).
-        unbiased: apply Bessel's correction n / (n - 1).
-
-    Returns:
-        Scalar; 0 when fewer than two entries are unmasked (no spread can be measured, and 0 keeps
-        whitening of a batch holding one token finite).
-    """
-    mask = mask.to(x.dtype)
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    if unbiased:
-        n = mask.sum()
-        var = torch.where(n > 1, var * n / (n - 1).clamp_min(1e-12), torch.zeros_like(var))
-    return var
-
-
-def masked_whiten(
-    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
-) -> torch.Tensor:
-    """Scale `x` to unit (unbiased) variance over its unmasked entries.
-
-    Args:
-        x: any shape.
-        mask: same shape as `x` (0/1 floats).
-        shift_mean: also subtract the mean (False keeps the original mean, as for rewards whose
-            sign carries meaning).
-        eps: added to the variance before the square root, for constant inputs.
-
-    Returns:
-        Same shape as `x`; padding entries are 0 so they cannot leak into unmasked sums.
-    """
-    mask = mask.to(x.dtype)
-    mean = masked_mean(x, mask)
-    var = masked_var(x, mask, unbiased=True)
-    whitened = (x - mean) * torch.rsqrt(var + eps)
-    if not shift_mean:
-        whitened = whitened + mean
-    return whitened * mask
 
 
 def aggregate(
@@ -251,110 +186,6 @@ def value_loss(
     with torch.no_grad():
         clipfrac = masked_mean((clipped > unclipped).to(values.dtype), mask)
     return loss, clipfrac
-
-
-def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean over tokens of the entropy of each next-token distribution.
-
-    Args:
-        logits: (batch, T, V) unnormalised scores.
-        mask: (batch, T) 0/1 floats.
-
-    Returns:
-        Scalar, in nats (log V for uniform distributions).
-    """
-    logp = F.log_softmax(logits, dim=-1)
-    entropy = -(logp.exp() * logp).sum(dim=-1)
-    return masked_mean(entropy, mask)
-
-
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each label under its position's distribution.
-
-    Args:
-        logits: (batch, T, V) unnormalised scores; position t predicts labels[:, t].
-        labels: (batch, T) token ids in [0, V); padding must hold a real id such as the pad id
-            (not -100), and is masked later by the caller.
-
-    Returns:
-        (batch, T) log-probs.
-    """
-    if labels.shape != logits.shape[:-1]:
-        raise ValueError(f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
-    if (labels < 0).any():
-        raise ValueError("labels hold negative ids (-100?); put the pad id on padding instead")
-    logp = F.log_softmax(logits, dim=-1)
-    return logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-
-
-def clip_scores(scores: torch.Tensor, clip: float | None) -> torch.Tensor:
-    """Clamp scores to [-clip, clip] so one outlier reward cannot dominate an update.
-
-    Args:
-        scores: any shape.
-        clip: bound (> 0); None returns the scores unchanged.
-    """
-    if clip is None:
-        return scores
-    if clip <= 0:
-        raise ValueError(f"rl.score_clip={clip}: must be > 0 (or null)")
-    return scores.clamp(-clip, clip)
-
-
-def normalize_scores(
-    scores: torch.Tensor,
-    running_mean_std: RunningMeanStd,
-    shift_mean: bool = True,
-    eps: float = 1e-8,
-) -> torch.Tensor:
-    """Standardise scores by running statistics (which this does not update: call `update` first).
-
-    Args:
-        scores: any shape.
-        running_mean_std: statistics of the scores seen so far.
-        shift_mean: also subtract the running mean (False only rescales, keeping the sign).
-        eps: added to the std, for constant scores.
-    """
-    mean = running_mean_std.mean if shift_mean else 0.0
-    return (scores - mean) / (running_mean_std.std + eps)
-
-
-class RunningMeanStd:
-    """Running mean and (population) variance of a stream of scores; checkpointable."""
-
-    def __init__(self) -> None:
-        self.mean = 0.0
-        self.var = 1.0
-        self.count = 0
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(self.var)
-
-    def update(self, x: torch.Tensor) -> None:
-        """Fold a batch in, combining batch and running moments (Chan et al.'s parallel formula)."""
-        x = x.detach().double().flatten()
-        n = x.numel()
-        if n == 0:
-            return
-        batch_mean = x.mean().item()
-        batch_var = x.var(unbiased=False).item()
-        if self.count == 0:
-            self.mean, self.var, self.count = batch_mean, batch_var, n
-            return
-        total = self.count + n
-        delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
-        self.mean += delta * n / total
-        self.var = m2 / total
-        self.count = total
-
-    def state_dict(self) -> dict[str, float]:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.mean, self.var = float(state["mean"]), float(state["var"])
-        self.count = int(state["count"])
 
 
 def _last_real_index(mask: torch.Tensor) -> torch.Tensor:

@@ -10,22 +10,15 @@ from typing import Any
 import torch
 
 from lmgcot.rl.kl import kl_estimate
+from lmgcot.rl.masked import entropy_from_logits, logprobs_from_logits, masked_mean, masked_whiten
 from lmgcot.rl.policy_gradient import (
     correlation,
     explained_variance,
     group_means,
     sequence_advantages,
 )
-from lmgcot.rl.ppo_math import (
-    clip_scores,
-    entropy_from_logits,
-    gae,
-    logprobs_from_logits,
-    masked_mean,
-    masked_whiten,
-    normalize_scores,
-    token_rewards,
-)
+from lmgcot.rl.ppo_math import gae, token_rewards
+from lmgcot.rl.scores import clip_scores, normalize_scores
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from lmgcot.rl.kl import kl_estimate
-from lmgcot.rl.ppo_math import aggregate, logprobs_from_logits, policy_loss, value_loss
+from lmgcot.rl.masked import logprobs_from_logits
+from lmgcot.rl.ppo_math import aggregate, policy_loss, value_loss
 from lmgcot.rl.rollout import Advantages, Rollout, RolloutLogprobs
 
 GRADIENT_CLIP = 1.0
