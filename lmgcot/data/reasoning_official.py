@@ -10,8 +10,8 @@ from typing import Any
 
 from lmgcot.answers.typed import canonical_number
 from lmgcot.data.example import Example
-from lmgcot.data.official import (
-    OfficialFormatDataset,
+from lmgcot.data.official import OfficialFormatDataset
+from lmgcot.data.records import (
     check_unique_ids,
     json_type,
     load_json_list,
