@@ -85,6 +85,16 @@ def sample_rationales(
         answer_texts = [[next(replies)[0].text for _ in samples] for samples in completions]
     else:
         answer_texts = completions
+    return _scored_rationales(examples, completions, answer_texts, strip_answer)
+
+
+def _scored_rationales(
+    examples: list[Example],
+    completions: list[list[str]],
+    answer_texts: list[list[str]],
+    strip_answer: bool,
+) -> list[TeacherRationale]:
+    """Each example's sampled completions, their answers read from `answer_texts` and scored."""
     out = []
     for example, samples, answers in zip(examples, completions, answer_texts):
         for i, (text, answer_text) in enumerate(zip(samples, answers)):
