@@ -114,7 +114,6 @@ class RewardScorer:
             wellformed = wellformedness(examples, rationales, self.vocabulary)
         gate = wellformed if self.gate else None
         out: dict[str, list[float | None]] = {}
-        failures: list[dict] = []
         answers: list[str] | None = None
         # Consistency compares the rationale's conclusion with the large LM's guided answer: the
         # same (cached) call as the task reward.
@@ -129,6 +128,26 @@ class RewardScorer:
             )
             if "task" in names:
                 out["task"] = list(rewards)
+        columns, failures = self._aspect_columns(
+            examples, rationales, aspects, answers, token_logprobs
+        )
+        for name in aspects:
+            if name in columns:
+                out[name] = _gated(columns[name], gate)
+        if wellformed is not None:
+            out[WELLFORMED] = list(wellformed)
+        return out, failures
+
+    def _aspect_columns(
+        self,
+        examples: Sequence[Example],
+        rationales: Sequence[str],
+        aspects: list[str],
+        answers: list[str] | None,
+        token_logprobs: Sequence[Sequence[float]] | None,
+    ) -> tuple[dict[str, list[float | None]], list[dict]]:
+        """The ungated aspect scores, from the judge or measured (`auto`), and the judge replies
+        that could not be parsed."""
         if self.scorer == "judge" and aspects:
             scores, failures = judge_scores(
                 examples,
@@ -137,21 +156,16 @@ class RewardScorer:
                 self.judge_params,
                 self.judge_max_context_chars,
             )
-            columns = judge_components(scores)
-        else:  # auto (no work when no aspect is asked for)
-            columns = {
-                name: ASPECTS[name](
-                    examples, rationales, answers=answers, token_logprobs=token_logprobs
-                )
-                for name in aspects
-                if name != "fluency" or token_logprobs is not None
-            }
-        for name in aspects:
-            if name in columns:
-                out[name] = _gated(columns[name], gate)
-        if wellformed is not None:
-            out[WELLFORMED] = list(wellformed)
-        return out, failures
+            return judge_components(scores), failures
+        # auto (no work when no aspect is asked for); fluency needs the reference's log-probs.
+        columns = {
+            name: ASPECTS[name](
+                examples, rationales, answers=answers, token_logprobs=token_logprobs
+            )
+            for name in aspects
+            if name != "fluency" or token_logprobs is not None
+        }
+        return columns, []
 
     def __call__(
         self,
