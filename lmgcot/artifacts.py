@@ -19,6 +19,8 @@ from pathlib import Path
 
 from lmgcot.utils.io import read_json, replace_dir, write_json
 
+# The pipeline's stages in running order (lmgcot.pipeline.stages holds them in this order).
+STAGE_ORDER = ("teacher", "distill", "refine", "evaluate")
 META = "meta.json"
 SUMMARY = "summary.json"
 RESULTS = "results.json"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "lmgcot"
 
 # Bottom to top. Why this order: `answers` (reading and scoring answers) is shared by data, the
@@ -20,8 +22,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "lmgcot"
 # stages that write them and the report that reads them; the prompts render data records; the
 # student builds small models that `llm.tiny_models` reuses for the local backend; rewards and the
 # teacher stage call the large LM; distill and RL train the student; evaluation runs the methods;
-# reports read finished runs; the pipeline runs the stages; config checks a composed config against
-# every layer's closed sets (the pipeline's stage names included) for the cli.
+# reports read finished runs; config checks a composed config against every layer's closed sets
+# (the stage names from `artifacts`); the pipeline checks its config, then runs the stages.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
     ("utils",),
@@ -35,8 +37,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("distill", "rl"),
     ("eval",),
     ("report",),
-    ("pipeline",),
     ("config",),
+    ("pipeline",),
     ("cli",),
 )
 LAYER_OF = {package: level for level, packages in enumerate(LAYERS) for package in packages}

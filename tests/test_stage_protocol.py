@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
-from lmgcot.artifacts import RunDir, StageDir
+from lmgcot.artifacts import STAGE_ORDER, RunDir, StageDir
 from lmgcot.errors import ConfigError
 from lmgcot.pipeline import run
 from lmgcot.pipeline.stage import Stage, run_stage
@@ -108,6 +108,8 @@ def test_every_stage_reads_only_config_its_fingerprint_holds():
     assert teacher <= distill <= refine
     assert {"rl", "reward", "evaluation.answer_max_new_tokens"} <= refine
     assert not STAGES["evaluate"].cached
+    # The config checks order stages by the run directory's list: the same as the registry's.
+    assert tuple(STAGES) == STAGE_ORDER
 
 
 @pytest.mark.stage

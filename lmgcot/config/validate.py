@@ -12,6 +12,7 @@ import inspect
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from lmgcot.artifacts import STAGE_ORDER
 from lmgcot.config.rules import ADAPTIVE_KL, RANGES
 from lmgcot.errors import ConfigError
 
@@ -45,9 +46,7 @@ def _has(cfg: DictConfig, key: str) -> bool:
 
 
 def _stages(cfg: DictConfig) -> tuple[list[str], list[str]]:
-    from lmgcot.pipeline.stages import STAGES
-
-    order = list(STAGES)
+    order = list(STAGE_ORDER)
     stages = list(cfg.stages)
     if not stages or any(s not in order for s in stages):
         return [], [f"stages={stages}: choose from {order} (in that order)"]
@@ -142,8 +141,8 @@ def _objective(cfg: DictConfig, stages: list[str]) -> list[str]:
                 f"evaluation.methods: {name} needs a student that {method.student_does} "
                 f"(distill.objective in {list(method.objectives)}), got distill.objective={objective}"
             )
-    if "refine" in stages and not OBJECTIVES[objective].writes_rationales:
-        writers = [o.name for o in OBJECTIVES.values() if o.writes_rationales]
+    if "refine" in stages and not OBJECTIVES[objective].refinable:
+        writers = [o.name for o in OBJECTIVES.values() if o.refinable]
         out.append(
             f"stages: refine trains a rationale writer (distill.objective in {writers}), "
             f"got distill.objective={objective}; drop refine from stages"

@@ -20,11 +20,12 @@ import transformers
 from omegaconf import DictConfig, OmegaConf
 
 from lmgcot.artifacts import RunDir
+from lmgcot.config.validate import check
 from lmgcot.data.base import QADataset
 from lmgcot.llm.base import LargeLM, stage_summary
 from lmgcot.llm.cache import CallCache
 from lmgcot.pipeline.builders import build, build_loggers
-from lmgcot.pipeline.checks import check_settings, check_splits, check_stages
+from lmgcot.pipeline.checks import check_splits
 from lmgcot.pipeline.context import RunContext
 from lmgcot.pipeline.output import finish_wandb, format_results_table, log_results
 from lmgcot.pipeline.stage import run_stage
@@ -49,8 +50,7 @@ def run(cfg: DictConfig) -> dict:
     # Before anything can fail: a key that reached the config must not stay in the saved copy.
     redact_logs()
     redact_yaml_files(Path(cfg.paths.run_dir) / ".hydra")
-    stages = check_stages(cfg)
-    check_settings(cfg)
+    stages = check(cfg)
     ctx = _context(cfg, stages)
     log.info("run directory: %s", ctx.run.root)
     try:

@@ -13,26 +13,11 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
+from lmgcot.config import transport_keys
+
 # Settings that change how a stage reports or how calls are sent, not what it produces (the call
-# cache's key ignores the large LM's too).
-TRANSPORT = {
-    "trainer": ("enable_progress_bar", "enable_model_summary", "log_every_n_steps"),
-    "large_lm": (
-        "batch_size",
-        "max_concurrency",
-        "timeout_s",
-        "max_retries",
-        "base_url",
-        "prices",
-        "prompt_caching",
-        "prompt_cache_min_tokens",
-        "batch_stages",
-        "batch_poll_s",
-        "batch_max_requests",
-        "batch_retries",
-        "batch_discount",
-    ),
-}
+# cache's key ignores the large LM's too): marked on the schema fields.
+TRANSPORT = transport_keys()
 # Read by every stage's machinery, never part of what it makes: where files go, whether to redo.
 RUN_KEYS = ("paths", "force", "share_artifacts", "logger")
 

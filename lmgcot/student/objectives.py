@@ -71,10 +71,18 @@ class Objective:
     # Input prefixes under which it writes rationales / answers (multitask only).
     explain_task: str | None = None
     answer_task: str | None = None
+    # Its outputs are "rationale --> answer" (split them to read either part).
+    appends_answer: bool = False
 
     @property
     def needs_teacher(self) -> bool:
         return self.writes_rationales
+
+    @property
+    def refinable(self) -> bool:
+        """Whether RL can refine it: its rationale outputs are rationales alone (a
+        rationale_answer student appends its answer, which the rationale rewards would score)."""
+        return self.writes_rationales and not self.appends_answer
 
     def pairs(
         self, examples: list[Example], kept: Sequence[Rationale], prompts: PromptTemplates
@@ -83,17 +91,17 @@ class Objective:
 
     def rationale_of(self, output: str) -> str:
         """The rationale part of an output (a rationale_answer student appends its answer)."""
-        return rationale_of(self.name, output)
+        return parse_rationale_answer(output)[0] if self.appends_answer else output.strip()
 
     def answer_of(self, output: str, answer_type: str) -> tuple[str | None, str]:
         """(rationale, answer) of an output written under `answer_task`; the rationale is None
         where the objective's answers carry none."""
-        if self.name == "rationale_answer":
+        if self.appends_answer:
             return parse_rationale_answer(output, answer_type)
         return None, read_answer(answer_type, output)
 
     def task_weights(self, alpha: float) -> dict[str, float] | None:
-        return {PREDICT: alpha, EXPLAIN: 1.0 - alpha} if self.name == "multitask" else None
+        return {PREDICT: alpha, EXPLAIN: 1.0 - alpha} if self.answer_task else None
 
 
 def _by_id(examples: Iterable[Example]) -> dict[str, Example]:
@@ -131,7 +139,7 @@ OBJECTIVES: dict[str, Objective] = {
     o.name: o
     for o in (
         Objective("rationale", True, False, _rationale_pairs),
-        Objective("rationale_answer", True, True, _rationale_answer_pairs),
+        Objective("rationale_answer", True, True, _rationale_answer_pairs, appends_answer=True),
         Objective(
             "multitask", True, True, _multitask_pairs, explain_task=EXPLAIN, answer_task=PREDICT
         ),
@@ -165,9 +173,7 @@ def parse_rationale_answer(text: str, answer_type: str = "string") -> tuple[str,
 
 def rationale_of(objective: str, output: str) -> str:
     """The rationale part of a student output (a rationale_answer student appends its answer)."""
-    if objective == "rationale_answer":
-        return parse_rationale_answer(output)[0]
-    return output.strip()
+    return OBJECTIVES[objective].rationale_of(output)
 
 
 def explain_task(objective: str) -> str | None:
