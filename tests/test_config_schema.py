@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import sweep_params
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from test_cli import lmgcot
@@ -63,6 +64,7 @@ def test_a_key_no_schema_names_fails_at_compose_time(composed):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_the_cli_refuses_a_wrong_type_before_any_work(tmp_path):
     proc = lmgcot(tmp_path, "trainer.max_steps=abc")
     assert proc.returncode != 0
@@ -120,7 +122,7 @@ BAD = {
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("override", list(BAD))
+@pytest.mark.parametrize("override", sweep_params(BAD))
 def test_a_bad_value_is_one_line_naming_the_key_and_what_is_allowed(composed, override):
     assert [line[: len(BAD[override])] for line in _problems(composed(override))] == [BAD[override]]
 
@@ -209,7 +211,9 @@ def test_transport_keys_are_the_fingerprints_exclusions():
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "reward").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "option", sweep_params(sorted(p.stem for p in (CONF / "reward").glob("*.yaml")))
+)
 def test_a_reward_option_names_only_its_weights(composed, option):
     text = yaml.safe_load((CONF / "reward" / f"{option}.yaml").read_text())
     assert set(text) == {"defaults", "name", "weights"}
@@ -219,3 +223,22 @@ def test_a_reward_option_names_only_its_weights(composed, option):
     assert dict(reward.weights) == {c: text["weights"].get(c, 0.0) for c in COMPONENTS}
     rest = {k: v for k, v in reward.items() if k not in ("name", "weights")}
     assert rest == {"scorer": "auto", "gate": True, "task_metric": "em", "judge_max_new_tokens": 64}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "override",
+    [
+        "paths.artifact_dir=null",
+        "rl.keep_best_alpha=null",
+        "teacher.temperature=null",
+        "rl.max_questions=null",
+        "rl.max_val_questions=null",
+        "dataset.max_train=null",
+        "prompt.max_context_chars=null",
+    ],
+)
+def test_settings_documented_as_nullable_take_null(composed, override):
+    """null means something for these (no sharing, no cap, the default temperature rule)."""
+    cfg = composed(override)
+    assert check(cfg) == ["teacher", "distill", "refine", "evaluate"]

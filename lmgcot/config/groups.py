@@ -119,7 +119,7 @@ class RLConfig:
     optimizer: dict[str, Any] = MISSING
     max_questions: int | None = MISSING
     val_every: int = MISSING
-    max_val_questions: int = MISSING
+    max_val_questions: int | None = MISSING
     val_batch_size: int = MISSING
     keep_best: bool = MISSING
     keep_best_alpha: Number | None = MISSING
@@ -144,7 +144,7 @@ class PathsConfig:
     root_dir: str = MISSING
     output_dir: str = MISSING
     cache_dir: str = MISSING
-    artifact_dir: str = MISSING
+    artifact_dir: str | None = MISSING  # null: no sharing between runs
     run_dir: str = MISSING
 
 
