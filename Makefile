@@ -1,20 +1,22 @@
 # lmgcot: two commands do all the set-up.
 #   make run    create .venv if missing, install, run `lmgcot` on the offline default
-#   make test   install what the tests need if missing, run the test suite
+#   make test   install what the tests need if missing, run the whole test suite (as CI does)
+#   make test-fast   the same without the tests marked slow: under a minute on 2 cores
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test install lint bench clean
+.PHONY: run test test-fast install constraints lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch first and pinned: a CPU build of 2.13.0; letting pip resolve torch itself can pull GBs of CUDA.
-$(VENV)/.installed: pyproject.toml $(BIN)/python
+# constraints.txt holds every other dependency at the version README's figures were made with.
+$(VENV)/.installed: pyproject.toml constraints.txt $(BIN)/python
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -22,8 +24,23 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/lmgcot $(ARGS)
 
+# Two workers (pytest-xdist), one torch thread each (tests/conftest.py): the tests are mostly
+# single-threaded, so two processes keep two cores busy. Whole files go to one worker (loadfile):
+# a module's shared fixture (one pipeline run, one batch of CLI processes) is paid once.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile
+
 test: install
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(PYTEST) $(ARGS)
+
+# Tests marked slow left out (pipeline runs, the CLI in subprocesses, real training).
+test-fast: install
+	$(PYTEST) -m "not slow" $(ARGS)
+
+# Rewrite constraints.txt from what .venv has now (after an upgrade that `make test` passed).
+constraints:
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude lmgcot \
+		| sed 's/^torch==.*/torch==2.13.0/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 lint: install
 	$(BIN)/ruff check lmgcot tests benchmarks

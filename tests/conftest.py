@@ -8,7 +8,6 @@ import types
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -19,8 +18,6 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.pop("WANDB_API_KEY", None)
-# One thread: tiny models gain nothing from two, and a busy machine makes two much slower.
-torch.set_num_threads(1)
 
 # Sizes for the synthetic dataset (skipped when a test picks another dataset).
 SMALL_SYNTHETIC = ["dataset.n_train=16", "dataset.n_val=4", "dataset.n_test=8"]
@@ -89,3 +86,47 @@ def fake_hub(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     return calls, data
+
+
+TIERS = ("unit", "stage", "e2e")
+
+
+def pytest_configure(config):
+    # One torch thread per test process: tiny models gain nothing from two, and with two xdist
+    # workers on two cores more threads only slow each other down. The xdist controller runs no
+    # test, so it skips importing torch (seconds before the workers start).
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test names its tier (pyproject.toml, README: Development), so `-m` selects reliably."""
+    untiered = [i.nodeid for i in items if not any(i.get_closest_marker(t) for t in TIERS)]
+    if untiered:
+        raise pytest.UsageError(
+            "tests without a tier marker (add `pytestmark = pytest.mark.unit`, or stage / e2e):\n  "
+            + "\n  ".join(untiered)
+        )
+    # Files with end-to-end tests first, then those with stage tests: `-n 2 --dist loadfile` hands
+    # out whole files in this order, and the longest first keeps both workers busy to the end.
+    weight = {}
+    for item in items:
+        rank = 0 if item.get_closest_marker("e2e") else 1 if item.get_closest_marker("stage") else 2
+        weight[item.path] = min(rank, weight.get(item.path, 2))
+    items.sort(key=lambda item: weight[item.path])
+
+
+def sweep_params(values, first_of=lambda v: None, ids=str):
+    """Cases of an exhaustive parametrised sweep: the first case of each kind (`first_of`; by
+    default one kind) stands for the rest in the fast tier; the others are marked slow, so only
+    the full suite runs them all."""
+    seen = set()
+    for value in values:
+        kind = first_of(value)
+        marks = () if kind not in seen else pytest.mark.slow
+        seen.add(kind)
+        args = value if isinstance(value, tuple) else (value,)
+        yield pytest.param(*args, id=ids(value), marks=marks)

@@ -6,6 +6,8 @@ import pytest
 
 from lmgcot.answers.extract import extract_answer, majority_vote, split_rationale_answer
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("reply", "expected"),

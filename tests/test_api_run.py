@@ -13,6 +13,8 @@ from test_cli import QUICK, _env, lmgcot
 
 from lmgcot.llm.simulated import SimulatedLargeLM
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 KEY = "sk-ant-test-XYZ"
 
 

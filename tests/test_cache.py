@@ -18,6 +18,8 @@ import pytest
 from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request
 from lmgcot.llm.cache import CallCache
 
+pytestmark = pytest.mark.unit
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -19,6 +19,8 @@ from conftest import TINY_STUDENT
 
 from lmgcot.cli import CONFIG_DIR
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 CONF = Path(CONFIG_DIR)
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 _SCRIPT = Path(sys.executable).with_name("lmgcot")
@@ -140,28 +142,69 @@ class Outcome:
     bad_file: Path | None = None
 
 
+# Runs `lmgcot.cli.main()` once per case, each in a child forked from one process that has paid
+# for the imports (torch, Lightning: ~10 s of CPU each time). A child is what the console script
+# is, less the imports: its own argv, cwd, LMGCOT_ROOT, stdout/stderr files and exit status.
+_FORKING_LAUNCHER = r"""
+import json, os, sys, traceback
+import lmgcot.cli, lmgcot.pipeline  # the imports every child inherits
+children = {}
+for root, args in json.loads(sys.argv[1]):
+    sys.stdout.flush(); sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        children[pid] = root
+        continue
+    os.chdir(root)
+    os.environ["LMGCOT_ROOT"] = root
+    for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
+        os.dup2(os.open(os.path.join(root, "..", os.path.basename(root) + "." + name),
+                        os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    sys.argv = ["lmgcot", *args]
+    code = 0
+    try:
+        lmgcot.cli.main()
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(code)
+codes = {}
+for _ in range(len(children)):
+    pid, status = os.wait()
+    codes[children[pid]] = os.waitstatus_to_exitcode(status)
+print(json.dumps(codes))
+"""
+
+
 @pytest.fixture(scope="module")
 def failing_runs(tmp_path_factory):
-    """Starts every failing run at once (each pays ~5 s of imports), then collects them."""
+    """Every failing run, each in its own forked process (see _FORKING_LAUNCHER)."""
     base = tmp_path_factory.mktemp("failing")
     bad_json = base / "hotpot_bad.json"
     bad_json.write_text('[{"_id": "a", "question": "Who?", ')
     args = {override: [override, *QUICK] for override in BAD_VALUES}
     args[MALFORMED] = ["dataset=hotpotqa", f"dataset.path={bad_json}", *TINY_STUDENT]
-    started = {
-        name: (base / f"r{i}", _start(base / f"r{i}", *a))
-        for i, (name, a) in enumerate(args.items())
-    }
+    roots = {name: base / f"r{i}" for i, name in enumerate(args)}
+    for root in roots.values():
+        root.mkdir()
+    cases = json.dumps([[str(roots[name]), a] for name, a in args.items()])
+    launcher = subprocess.run(
+        [sys.executable, "-c", _FORKING_LAUNCHER, cases],
+        cwd=base,
+        env=_env(base),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert launcher.returncode == 0, launcher.stderr[-3000:]
+    codes = json.loads(launcher.stdout.strip().splitlines()[-1])
     outcomes = {}
-    try:
-        for name, (root, proc) in started.items():
-            out, err = proc.communicate(timeout=TIMEOUT_S)
-            outcomes[name] = Outcome(root, proc.returncode, out, err)
-    finally:
-        for _, proc in started.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    for name, root in roots.items():
+        out, err = (base / f"{root.name}.{s}.txt" for s in ("stdout", "stderr"))
+        outcomes[name] = Outcome(root, codes[str(root)], out.read_text(), err.read_text())
     outcomes[MALFORMED].bad_file = bad_json
     return outcomes
 

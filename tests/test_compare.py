@@ -19,6 +19,8 @@ from lmgcot.report.runs import load_runs
 from lmgcot.report.stats import bootstrap_mean, hierarchical_means, paired_bootstrap, question_means
 from lmgcot.report.tables import to_markdown
 
+pytestmark = pytest.mark.unit
+
 N_BOOT = 4000
 
 
@@ -186,6 +188,7 @@ def test_cli_writes_markdown_csv_and_png(sweep, capsys):
     assert (sweep / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_cli_logs_the_comparison_to_wandb_offline(sweep, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -9,6 +9,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+from conftest import sweep_params
 from hydra.utils import get_class, get_method
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,6 +29,7 @@ GROUPS = sorted(
 APPENDED = ("sweep",)
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
 EXPERIMENTS = [o for g, o in OPTIONS if g == "experiment"]
+
 
 ASPECTS = (
     "factuality",
@@ -74,6 +76,7 @@ def _contract_params():
             yield pytest.param(group, option, id=f"{group}={option}", marks=marks)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("group", "option"), _contract_params())
 def test_config_contract_groups_and_options_exist(group, option):
     assert (CONF / group).is_dir(), f"conf/{group}/ is missing"
@@ -146,7 +149,10 @@ def _check_group_node(cfg: DictConfig, group: str, option: str) -> None:
             _check_target(node, f"{group}={option}")
 
 
-@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("group", "option"), sweep_params(OPTIONS, first_of=lambda v: v[0], ids=lambda v: "=".join(v))
+)
 def test_every_option_composes_with_its_groups_keys(compose_cfg, group, option):
     # Without the fast overrides: they size the tiny student, which a checkpoint student lacks.
     prefix = "+" if group in APPENDED else ""
@@ -159,6 +165,7 @@ def test_every_option_composes_with_its_groups_keys(compose_cfg, group, option):
     _check_group_node(cfg, group, option)
 
 
+@pytest.mark.unit
 def test_option_discovery_sees_the_known_files():
     # Guards the parametrisation: an empty OPTIONS list would make the test above pass vacuously.
     assert {"dataset", "student", "large_lm", "reward", "experiment"} <= set(GROUPS)
@@ -174,7 +181,8 @@ def _leaves(node, prefix=""):
         yield prefix.rstrip("."), node
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.unit
+@pytest.mark.parametrize("name", sweep_params(EXPERIMENTS))
 def test_experiment_sets_what_its_file_says(compose_cfg, name):
     text = (CONF / "experiment" / f"{name}.yaml").read_text()
     assert "# @package _global_" in text, f"experiment={name}: not a _global_ package"
@@ -186,6 +194,7 @@ def test_experiment_sets_what_its_file_says(compose_cfg, name):
         assert got == value, f"experiment={name}: {key} is {got!r}, the file sets {value!r}"
 
 
+@pytest.mark.unit
 def test_command_line_overrides_win_over_an_experiment(compose_cfg):
     # Hydra applies key=value overrides after the whole defaults list (experiment included), so
     # the fixture's fast settings hold whatever the experiment sets.
@@ -195,6 +204,8 @@ def test_command_line_overrides_win_over_an_experiment(compose_cfg):
     assert compose_cfg("experiment=smoke", fast=False).trainer.max_steps == 4
 
 
+@pytest.mark.stage
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_end_to_end(compose_cfg, tmp_path, name):
     cfg = compose_cfg(f"experiment={name}")
@@ -220,9 +231,12 @@ SAMPLE_DATASETS = ("hotpotqa", "2wiki")
 def _experiment_dataset_params():
     for name in EXPERIMENTS:
         for dataset in SAMPLE_DATASETS:
-            yield pytest.param(name, dataset, id=f"{name}-{dataset}")
+            # Each file dataset under the first experiment in the fast tier; all pairs in the full.
+            marks = () if name == EXPERIMENTS[0] else pytest.mark.slow
+            yield pytest.param(name, dataset, id=f"{name}-{dataset}", marks=marks)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("name", "dataset"), _experiment_dataset_params())
 def test_every_experiment_builds_every_file_dataset(compose_cfg, name, dataset):
     sample = SAMPLES_DIR / f"{dataset}_sample.json"

@@ -13,6 +13,8 @@ from lmgcot.data.official import hub_record_to_example, read_examples
 from lmgcot.data.twowiki import TWOWIKI_TYPES, TwoWiki
 from lmgcot.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.unit
+
 HOTPOT_SAMPLE = HotpotQA.sample_file
 TWOWIKI_SAMPLE = TwoWiki.sample_file
 

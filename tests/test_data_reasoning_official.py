@@ -20,6 +20,8 @@ from lmgcot.data.reasoning_official import (
 from lmgcot.errors import ConfigError, DataError
 from lmgcot.pipeline.builders import build
 
+pytestmark = pytest.mark.unit
+
 # --- writing small files in each official format (invented questions) -----------------------
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 from conftest import TINY_STUDENT
 from test_cli import lmgcot
 
 from lmgcot.distill.datamodule import LengthGroupedBatchSampler
 
 
+@pytest.mark.unit
 def test_each_process_gets_its_own_equal_share_of_the_batches():
     lengths = [(i * 7) % 23 for i in range(103)]
     whole = list(LengthGroupedBatchSampler(lengths, 4, seed=3))
@@ -22,6 +24,8 @@ def test_each_process_gets_its_own_equal_share_of_the_batches():
     assert {tuple(b) for s in shares for b in s} <= {tuple(b) for b in whole}
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_ddp_with_two_cpu_processes_trains_the_student(tmp_path):
     run_dir = tmp_path / "run"
     proc = lmgcot(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
@@ -28,6 +29,7 @@ def templates() -> PromptTemplates:
     return PromptTemplates(**yaml.safe_load((ROOT / "lmgcot/conf/prompt/default.yaml").read_text()))
 
 
+@pytest.mark.unit
 def test_teacher_rationales_are_filtered_by_their_answers():
     examples = SyntheticMultiHop(n_train=60, n_val=0, n_test=0, seed=1).load_splits().train
     lm = SimulatedLargeLM(error_rate=0.3)
@@ -54,6 +56,7 @@ def test_teacher_rationales_are_filtered_by_their_answers():
     assert teacher_stats(rationales, filter_correct=False)["kept"] == 120
 
 
+@pytest.mark.unit
 def test_length_grouped_batches_cover_every_item_once_with_little_padding():
     lengths = [(i * 37) % 101 + 1 for i in range(400)]
     sampler = LengthGroupedBatchSampler(lengths, batch_size=8, seed=0, mega=10)
@@ -70,6 +73,7 @@ def test_length_grouped_batches_cover_every_item_once_with_little_padding():
     assert list(again) == first
 
 
+@pytest.mark.unit
 def test_collate_pads_inputs_and_masks_labels():
     batch = collate_pairs(
         [
@@ -107,6 +111,8 @@ def _bpe_student(pairs: list[tuple[str, str]], max_target_length: int):
     )
 
 
+@pytest.mark.stage
+@pytest.mark.slow
 def test_distiller_loss_falls_with_a_real_trainer(tmp_path):
     pl.seed_everything(0, verbose=False)
     pairs = _copy_task(64)
@@ -136,6 +142,7 @@ def test_distiller_loss_falls_with_a_real_trainer(tmp_path):
     assert val[-1] < 0.6 * val[0]
 
 
+@pytest.mark.unit
 def test_a_saved_student_reloads_and_generates_the_same(tmp_path):
     pairs = _copy_task(16)
     student = _bpe_student(pairs, max_target_length=12)
@@ -148,6 +155,7 @@ def test_a_saved_student_reloads_and_generates_the_same(tmp_path):
     assert student_rationales(reloaded, inputs) == before
 
 
+@pytest.mark.unit
 def test_student_sampling_is_seeded_and_greedy_copies_are_identical():
     pairs = _copy_task(16)
     student = build_student("tiny", architecture=TINY, tokenizer="byt5", max_target_length=8)

@@ -10,6 +10,8 @@ from lmgcot.pipeline import run
 from lmgcot.pipeline.stages.teacher import teacher_temperature
 from lmgcot.utils.io import read_jsonl
 
+pytestmark = [pytest.mark.stage, pytest.mark.slow]
+
 SMALL_TASK = ["dataset.n_train=16", "dataset.n_val=4", "dataset.n_test=8"]
 
 

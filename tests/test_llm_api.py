@@ -22,6 +22,8 @@ from lmgcot.llm.cache import CallCache
 from lmgcot.llm.openai import OpenAILargeLM
 from lmgcot.pipeline.builders import build
 
+pytestmark = pytest.mark.unit
+
 KEY = "sk-ant-test-XYZ"
 OPENAI_KEY = "sk-openai-test-ABC"
 GREEDY = GenerationParams(max_new_tokens=16)
@@ -192,6 +194,7 @@ def test_a_missing_anthropic_key_fails_at_construction(monkeypatch, server, valu
     assert server.requests == []
 
 
+@pytest.mark.slow
 def test_concurrent_calls_are_faster_than_serial_ones(server):
     # The figure itself is benchmarks/api_concurrency.py's; this bound only catches serialisation.
     server.latency_s = 0.1

@@ -14,6 +14,8 @@ from lmgcot.llm.hf import HFLargeLM, _generated_length, truncate_at_stop
 from lmgcot.llm.tiny_models import main as tiny_main
 from lmgcot.llm.tiny_models import save_tiny_causal, save_tiny_seq2seq
 
+pytestmark = pytest.mark.unit
+
 KINDS = ["seq2seq", "causal"]
 PROMPTS = [
     "Q: hi",

@@ -11,6 +11,8 @@ import pytest
 
 from lmgcot.pipeline import run
 
+pytestmark = [pytest.mark.stage, pytest.mark.slow]
+
 # Training logs train/loss; `standard` alone keeps evaluation to large-LM calls (no student decoding)
 # while still logging the final test metrics.
 QUICK = ["evaluation.methods=[standard]"]

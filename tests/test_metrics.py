@@ -12,6 +12,8 @@ from lmgcot.answers.metrics import (
     normalize_answer,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("raw", "expected"),

@@ -23,6 +23,8 @@ from lmgcot.student.objectives import (
 )
 from lmgcot.teacher import TeacherRationale, kept_rationales
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(d_model=32, d_ff=64, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1)
 

@@ -11,6 +11,8 @@ from lmgcot.eval.methods import PAPER_METHODS
 from lmgcot.pipeline import run
 from lmgcot.rewards.aspects import ASPECTS
 
+pytestmark = [pytest.mark.stage, pytest.mark.slow]
+
 
 def test_offline_default_runs_end_to_end_and_writes_results(compose_cfg, tmp_path):
     results = run(compose_cfg())

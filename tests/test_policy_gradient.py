@@ -16,6 +16,8 @@ from lmgcot.rl.policy_gradient import (
     within_group_std,
 )
 
+pytestmark = pytest.mark.unit
+
 D = torch.float64
 # Two questions with three samples each; the second listed out of order on purpose.
 SCORES = torch.tensor([1.0, 0.2, 0.0, 0.2, 0.5, 0.8], dtype=D)

@@ -26,6 +26,8 @@ from lmgcot.rl import (
     value_loss,
 )
 
+pytestmark = pytest.mark.unit
+
 D = torch.float64
 
 

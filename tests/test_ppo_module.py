@@ -71,6 +71,8 @@ def fit(refiner: RationaleRefiner, tmp_path: Path, n_updates: int) -> list[dict[
     return fit_questions(refiner, tmp_path, prompts, per_rollout=BATCH)
 
 
+@pytest.mark.stage
+@pytest.mark.slow
 def test_ppo_learns_toy_reward(tmp_path: Path) -> None:
     rows = fit(make_refiner(lr=3e-3), tmp_path, N_UPDATES)
     assert len(rows) == N_UPDATES
@@ -94,6 +96,7 @@ def test_ppo_learns_toy_reward(tmp_path: Path) -> None:
             assert math.isfinite(float(row[key])), (key, row)
 
 
+@pytest.mark.unit
 def test_eos_only_responses_do_not_crash(tmp_path: Path) -> None:
     refiner = make_refiner(lr=1e-3)
     eos = refiner.tokenizer.eos_token_id
@@ -115,6 +118,7 @@ def test_eos_only_responses_do_not_crash(tmp_path: Path) -> None:
     assert math.isfinite(float(rows[0]["rl/policy_loss"]))
 
 
+@pytest.mark.unit
 def test_kl_controller_round_trips_through_checkpoint() -> None:
     refiner = make_refiner(lr=1e-3, kl_controller=AdaptiveKLController(0.2, 1.0, 10))
     refiner.kl_controller.update(5.0, n_steps=10)
@@ -183,6 +187,8 @@ def greedy_lowercase(refiner: RationaleRefiner, prompts: list[str]) -> float:
     return sum(lowercase_share({}, texts)["total"]) / len(texts)
 
 
+@pytest.mark.stage
+@pytest.mark.slow
 def test_default_estimator_raises_a_held_out_toy_reward(tmp_path: Path) -> None:
     """The default algorithm (conf/rl/default.yaml: its estimator, k, aggregation and KL placement)
     raises the greedy lowercase share on prompts it never trained on."""
@@ -203,6 +209,7 @@ def test_default_estimator_raises_a_held_out_toy_reward(tmp_path: Path) -> None:
         assert all(math.isfinite(float(r[key])) for r in rows), key
 
 
+@pytest.mark.unit
 def test_k_samples_per_question_share_one_encoder_pass_and_repeat_the_batch() -> None:
     seen: list[dict] = []
 
@@ -238,6 +245,7 @@ def test_k_samples_per_question_share_one_encoder_pass_and_repeat_the_batch() ->
     }
 
 
+@pytest.mark.unit
 def test_ppo_value_warmup_moves_the_critic_only(tmp_path: Path) -> None:
     refiner = refiner_from_config(
         algorithm="ppo",
@@ -255,6 +263,7 @@ def test_ppo_value_warmup_moves_the_critic_only(tmp_path: Path) -> None:
     assert all(math.isfinite(float(r["rl/explained_variance"])) for r in rows)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("critic", ["detached", "separate"])
 def test_ppo_critic_options_train_the_critic_and_leave_the_body_to_the_policy(
     tmp_path: Path, critic: str
@@ -277,6 +286,7 @@ def test_ppo_critic_options_train_the_critic_and_leave_the_body_to_the_policy(
         assert refiner.critic_model is not None
 
 
+@pytest.mark.unit
 def test_kl_as_a_loss_term_and_the_no_spread_warning(tmp_path: Path, caplog) -> None:
     def reward(batch, rationales, token_logprobs):
         out = lowercase_share(batch, rationales)

@@ -24,12 +24,14 @@ from lmgcot.data.reasoning import (
     last_letter_rationale,
 )
 from lmgcot.data.synthetic import SyntheticMultiHop
-from lmgcot.teacher import few_shot_exemplars, sample_rationales
 from lmgcot.errors import BackendError, ConfigError
 from lmgcot.llm.base import GenerationParams
 from lmgcot.llm.simulated import SimulatedLargeLM
 from lmgcot.llm.simulated_reasoning import read_coin_rationale, stated_letters
 from lmgcot.prompts import PromptTemplates
+from lmgcot.teacher import few_shot_exemplars, sample_rationales
+
+pytestmark = pytest.mark.unit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 N = 400

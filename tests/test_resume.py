@@ -15,6 +15,8 @@ from conftest import TINY_STUDENT
 
 from lmgcot.eval.methods import PAPER_METHODS
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
 
 

@@ -21,6 +21,8 @@ from lmgcot.prompts import JUDGE_PREFIX, PromptTemplates
 from lmgcot.rewards import ASPECTS, RewardMix, build_judge_prompt
 from lmgcot.rewards.scorer import WELLFORMED, RewardScorer, mean_scores
 
+pytestmark = pytest.mark.unit
+
 PROMPTS = PromptTemplates(
     **yaml.safe_load((Path(CONFIG_DIR) / "prompt" / "default.yaml").read_text())
 )

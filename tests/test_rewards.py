@@ -41,6 +41,8 @@ from lmgcot.rewards.aspects import (
     relevance,
 )
 
+pytestmark = pytest.mark.unit
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASPECT_NAMES = [
     "factuality",
@@ -371,7 +373,9 @@ def test_mix_rejects_bad_weights(weights, message):
         RewardMix(weights)
 
 
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "lmgcot" / "conf" / "reward").glob("*.yaml")), ids=str)
+@pytest.mark.parametrize(
+    "path", sorted((REPO_ROOT / "lmgcot" / "conf" / "reward").glob("*.yaml")), ids=str
+)
 def test_every_reward_config_builds_a_valid_mix(path):
     cfg = OmegaConf.load(path)
     assert cfg.name == path.stem

@@ -15,6 +15,8 @@ from lmgcot.rl.module import RationaleRefiner
 from lmgcot.rl.selection import select_policy, sign_test
 from lmgcot.student.models import build_tiny_t5
 
+pytestmark = pytest.mark.unit
+
 
 def test_sign_test_by_hand():
     # wins at 0, 1; loss at 4; ties at 2, 3 -> n = 3, P(X >= 2) = (3 + 1) / 8.

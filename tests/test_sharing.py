@@ -7,11 +7,14 @@ import json
 import os
 import sqlite3
 
+import pytest
 from test_cli import QUICK, _start
 
 from lmgcot.pipeline import run
 
 
+@pytest.mark.stage
+@pytest.mark.slow
 def test_a_run_with_another_reward_reuses_teacher_and_distill_from_the_store(
     compose_cfg, tmp_path, caplog
 ):
@@ -45,6 +48,8 @@ def test_a_run_with_another_reward_reuses_teacher_and_distill_from_the_store(
     assert third["refine"] == second["refine"]
 
 
+@pytest.mark.stage
+@pytest.mark.slow
 def test_share_artifacts_false_recomputes(compose_cfg, tmp_path, caplog):
     caplog.set_level("INFO", logger="lmgcot")
     run(compose_cfg(run_dir=tmp_path / "a"))
@@ -54,6 +59,8 @@ def test_share_artifacts_false_recomputes(compose_cfg, tmp_path, caplog):
     assert again["llm"]["by_stage"]["teacher"]["cache_hits"] > 0
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_two_jobs_started_together_pay_for_the_teacher_once(tmp_path):
     root = tmp_path / "root"
     procs = [

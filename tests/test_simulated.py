@@ -16,6 +16,8 @@ from lmgcot.llm.cache import CallCache
 from lmgcot.llm.simulated import SimulatedLargeLM, parse_facts
 from lmgcot.prompts import COT_TRIGGER, PromptTemplates
 
+pytestmark = pytest.mark.unit
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 N = 400
 

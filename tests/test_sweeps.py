@@ -43,6 +43,7 @@ def _first_job(params: dict) -> list[str]:
     return out
 
 
+@pytest.mark.unit
 def test_the_expected_sweeps_ship():
     assert {
         "reward_mix",
@@ -56,6 +57,8 @@ def test_the_expected_sweeps_ship():
     } <= set(SWEEPS)
 
 
+@pytest.mark.stage
+@pytest.mark.slow
 @pytest.mark.parametrize("name", GRID_SWEEPS)
 def test_each_sweep_composes_and_one_of_its_jobs_runs(name, tmp_path):
     cfg = _compose([f"+sweep={name}"], hydra_config=True)
@@ -84,6 +87,7 @@ def test_each_sweep_composes_and_one_of_its_jobs_runs(name, tmp_path):
     assert {"lm_guided_kd", "lm_guided_rl"} <= set(results["methods"])
 
 
+@pytest.mark.unit
 def test_the_paper_sweeps_set_the_papers_setting():
     for name, dataset in (("paper_hotpotqa", "hotpotqa"), ("paper_2wiki", "2wiki")):
         cfg = _compose([f"+sweep={name}"])
@@ -93,6 +97,8 @@ def test_the_paper_sweeps_set_the_papers_setting():
         assert cfg.large_lm.model == "google/flan-t5-xxl"
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_sweep_multirun_shares_its_teacher_and_student_and_groups_wandb(tmp_path):
     sweep_dir = _reward_pair(tmp_path, "logger=wandb")
     results = [json.loads((sweep_dir / j / "results.json").read_text()) for j in ("0", "1")]
@@ -122,6 +128,8 @@ def _job_results(sweep_dir: Path) -> list[dict]:
     ]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_the_optuna_sweep_maximises_the_validation_reward(tmp_path):
     cfg = _compose(["+sweep=optuna"], hydra_config=True)
     assert "optuna" in cfg.hydra.sweeper._target_.lower()
@@ -137,12 +145,16 @@ def test_the_optuna_sweep_maximises_the_validation_reward(tmp_path):
     assert set(best["best_params"]) >= {"rl.optimizer.lr", "rl.kl.coef", "reward.weights.fluency"}
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_bad_objective_is_one_line(tmp_path):
     proc = lmgcot(tmp_path, *QUICK, "stages=[teacher]", "objective=refine.no_such_number")
     assert proc.returncode == 2
     assert "objective=refine.no_such_number: results.json has no number there" in proc.stderr
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_parallel_jobs_with_the_joblib_launcher_share_the_teacher(tmp_path):
     sweep_dir = _reward_pair(tmp_path, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2")
     jobs = _job_results(sweep_dir)
@@ -153,6 +165,8 @@ def test_parallel_jobs_with_the_joblib_launcher_share_the_teacher(tmp_path):
     assert jobs[0]["distill"] == jobs[1]["distill"]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_the_slurm_launcher_composes_and_submitit_runs_the_jobs_locally(tmp_path):
     cfg = _compose(["+sweep=reward_mix", "hydra/launcher=slurm"], hydra_config=True)
     launcher = cfg.hydra.launcher
@@ -165,6 +179,7 @@ def test_the_slurm_launcher_composes_and_submitit_runs_the_jobs_locally(tmp_path
     assert (sweep_dir / ".submitit").is_dir()
 
 
+@pytest.mark.unit
 def test_the_wandb_sweep_file_is_reward_mix_as_hydra_overrides():
     spec = yaml.safe_load((SWEEPS_DIR / "wandb_reward_mix.yml").read_text())
     grid = _compose(["+sweep=reward_mix"], hydra_config=True).hydra.sweeper.params

@@ -20,6 +20,8 @@ from lmgcot.data.synthetic import (
 from lmgcot.errors import ConfigError
 from lmgcot.llm.simulated import parse_facts
 
+pytestmark = pytest.mark.unit
+
 # Fixed words the generator puts around invented names ("Night of X", "Y Studios").
 FILM_PREFIXES = ("Night of", "Return to", "The", "Song of", "Beyond", "Letters from")
 STUDIO_SUFFIXES = ("Pictures", "Studios", "Films")

@@ -14,6 +14,8 @@ from lmgcot.answers.typed import (
     extract_yes_no,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "reply, expected",

@@ -21,6 +21,8 @@ from lmgcot.rewards.wellformed import (
     wellformedness,
 )
 
+pytestmark = pytest.mark.unit
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 JUNK = ["bral was", "TheTheThe in in in in", "Paris Paris Paris Paris.", "was born in", "", " "]
 
