@@ -119,6 +119,21 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: weight[item.path])
 
 
+def config_group(group: str, option: str | None = None, *overrides: str) -> dict:
+    """One config group's node as the pipeline gets it (composed through Hydra, so an option's
+    schema defaults are in), as a plain dict: what a test passes to a constructor."""
+    from omegaconf import OmegaConf
+
+    chosen = [f"{group}={option}"] if option else []
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=chosen + list(overrides))
+        return OmegaConf.to_container(cfg[group], resolve=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def sweep_params(values, first_of=lambda v: None, ids=str):
     """Cases of an exhaustive parametrised sweep: the first case of each kind (`first_of`; by
     default one kind) stands for the rest in the fast tier; the others are marked slow, so only

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-import yaml
+from conftest import config_group
 
 from lmgcot.data.synthetic import SyntheticMultiHop
 from lmgcot.distill.datamodule import LengthGroupedBatchSampler, RationaleDataModule
@@ -26,7 +26,7 @@ TINY = dict(d_model=32, d_ff=64, d_kv=8, num_heads=2, num_layers=1, num_decoder_
 
 
 def templates() -> PromptTemplates:
-    return PromptTemplates(**yaml.safe_load((ROOT / "lmgcot/conf/prompt/default.yaml").read_text()))
+    return PromptTemplates(**config_group("prompt"))
 
 
 @pytest.mark.unit

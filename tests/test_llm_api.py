@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import config_group
 from fake_api_server import AUTH_MESSAGE, CREDIT_MESSAGE, FakeApiServer, reply_text
 from omegaconf import OmegaConf
 
-from lmgcot.cli import CONFIG_DIR
 from lmgcot.errors import BackendError, ConfigError
 from lmgcot.llm.anthropic import BATCH_DIR, AnthropicLargeLM
 from lmgcot.llm.base import GenerationParams
@@ -264,7 +264,7 @@ def test_openai_needs_a_base_url():
 
 @pytest.mark.parametrize("option", BACKENDS)
 def test_the_config_files_build_a_working_backend(option, server):
-    node = OmegaConf.load(Path(CONFIG_DIR) / "large_lm" / f"{option}.yaml")
+    node = OmegaConf.create(config_group("large_lm", option))
     assert "key" not in " ".join(str(k).lower() for k in node)
     url = server.url if option == "anthropic" else f"{server.url}/v1"
     lm = build(node, "large_lm", cache=None, base_url=url)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import config_group
 
 from lmgcot.data.example import Example
 from lmgcot.distill.datamodule import RationaleDataModule
@@ -30,7 +31,7 @@ TINY = dict(d_model=32, d_ff=64, d_kv=8, num_heads=2, num_layers=1, num_decoder_
 
 
 def reasoning_templates() -> PromptTemplates:
-    raw = yaml.safe_load((ROOT / "lmgcot/conf/prompt/default.yaml").read_text())
+    raw = config_group("prompt")
     raw.update(yaml.safe_load((ROOT / "lmgcot/conf/prompt_presets/reasoning.yaml").read_text()))
     return PromptTemplates(**raw)
 

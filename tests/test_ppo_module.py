@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from conftest import config_group
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 from transformers import ByT5Tokenizer
 
-from lmgcot.cli import CONFIG_DIR
 from lmgcot.rl.kl import AdaptiveKLController, FixedKLController
 from lmgcot.rl.module import RationaleRefiner
 from lmgcot.student.models import build_tiny_t5
@@ -136,8 +135,8 @@ def test_kl_controller_round_trips_through_checkpoint() -> None:
 
 
 def default_rl(**overrides) -> dict:
-    """conf/rl/default.yaml as a dict, with the student-dependent length and `overrides` set."""
-    cfg = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "rl" / "default.yaml"))
+    """The `rl` group's default as a dict, with the student-dependent length and `overrides` set."""
+    cfg = config_group("rl")
     cfg["max_new_tokens"] = MAX_NEW_TOKENS
     for key, value in overrides.items():
         node = cfg

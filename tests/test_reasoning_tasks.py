@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import config_group
 
 from lmgcot.answers.extract import split_rationale_answer
 from lmgcot.answers.typed import read_answer
@@ -573,7 +574,7 @@ def qa_examples() -> list[Example]:
 
 
 def test_qa_answer_step_reads_the_completion_as_a_rationale(qa_examples) -> None:
-    qa = _templates("prompt/default.yaml")
+    qa = PromptTemplates(**config_group("prompt"))
     clean = SimulatedLargeLM(error_rate=0.0)
     noisy = SimulatedLargeLM(error_rate=1.0, unassisted_accuracy=0.5)
     helpless = SimulatedLargeLM(unassisted_accuracy=0.0)

@@ -4,13 +4,11 @@ the real OpenAI client against a local server (malformed replies included)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-import yaml
+from conftest import config_group
 from fake_api_server import FakeApiServer
 
-from lmgcot.cli import CONFIG_DIR
 from lmgcot.data.synthetic import SyntheticMultiHop
 from lmgcot.errors import BackendError, ConfigError
 from lmgcot.llm.base import Completion, LargeLM, Request
@@ -23,9 +21,7 @@ from lmgcot.rewards.scorer import WELLFORMED, RewardScorer, mean_scores
 
 pytestmark = pytest.mark.unit
 
-PROMPTS = PromptTemplates(
-    **yaml.safe_load((Path(CONFIG_DIR) / "prompt" / "default.yaml").read_text())
-)
+PROMPTS = PromptTemplates(**config_group("prompt"))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import config_group
 from omegaconf import OmegaConf
 
 from lmgcot.answers.extract import extract_answer, split_rationale_answer
@@ -377,7 +377,7 @@ def test_mix_rejects_bad_weights(weights, message):
     "path", sorted((REPO_ROOT / "lmgcot" / "conf" / "reward").glob("*.yaml")), ids=str
 )
 def test_every_reward_config_builds_a_valid_mix(path):
-    cfg = OmegaConf.load(path)
+    cfg = OmegaConf.create(config_group("reward", path.stem))
     assert cfg.name == path.stem
     assert set(cfg.weights) == set(COMPONENTS)
     mix = RewardMix.from_config(cfg)
@@ -390,8 +390,7 @@ def test_every_reward_config_builds_a_valid_mix(path):
 
 @pytest.fixture(scope="module")
 def templates() -> PromptTemplates:
-    with open(REPO_ROOT / "lmgcot" / "conf" / "prompt" / "default.yaml") as f:
-        return PromptTemplates(**yaml.safe_load(f))
+    return PromptTemplates(**config_group("prompt"))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import config_group
 
 from lmgcot.answers.extract import extract_answer, split_rationale_answer
 from lmgcot.data.example import Example
@@ -24,8 +24,7 @@ N = 400
 
 @pytest.fixture(scope="module")
 def templates() -> PromptTemplates:
-    with open(REPO_ROOT / "lmgcot" / "conf" / "prompt" / "default.yaml") as f:
-        return PromptTemplates(**yaml.safe_load(f))
+    return PromptTemplates(**config_group("prompt"))
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ from lmgcot.pipeline.stage import Stage, run_stage
 from lmgcot.pipeline.stages import STAGES
 from lmgcot.utils.io import read_json
 
-pytestmark = pytest.mark.unit
-
 
 def _cfg(tmp_path, **over):
     base = {
@@ -49,6 +47,7 @@ def _counting_stage(calls: list, reads=("rl", "trainer"), body_reads=("rl.rollou
     return Stage("distill", reads=reads, body=body)
 
 
+@pytest.mark.unit
 def test_a_stage_that_reads_an_undeclared_key_fails(tmp_path):
     calls: list = []
     stage = _counting_stage(calls, reads=("trainer",), body_reads=("rl.rollouts",))
@@ -58,6 +57,7 @@ def test_a_stage_that_reads_an_undeclared_key_fails(tmp_path):
     assert not ctx.run.distill.done
 
 
+@pytest.mark.unit
 def test_reuse_redo_and_transport_keys(tmp_path):
     calls: list = []
     stage = _counting_stage(calls)
@@ -83,6 +83,7 @@ def test_reuse_redo_and_transport_keys(tmp_path):
     assert len(calls) == 3
 
 
+@pytest.mark.unit
 def test_a_finished_artifact_is_shared_between_runs(tmp_path):
     calls: list = []
     stage = _counting_stage(calls)
@@ -94,6 +95,7 @@ def test_a_finished_artifact_is_shared_between_runs(tmp_path):
     assert (second.run.distill / "artifact.txt").read_text() == "{'rl.rollouts': 3}"
 
 
+@pytest.mark.unit
 def test_a_stage_needing_another_says_which(tmp_path):
     ctx = _ctx(tmp_path, _cfg(tmp_path))
     stage = Stage("refine", reads=("rl",), body=lambda *a: {}, needs=lambda cfg: ("distill",))
@@ -101,6 +103,7 @@ def test_a_stage_needing_another_says_which(tmp_path):
         run_stage(stage, ctx, ctx.run.refine)
 
 
+@pytest.mark.unit
 def test_every_stage_reads_only_config_its_fingerprint_holds():
     """The stages' declared reads: the shared stages' fingerprints cover what their artifacts
     depend on, and each later stage's covers the earlier ones' (its inputs are their artifacts)."""

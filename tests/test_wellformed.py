@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import config_group
 from test_rewards import EXAMPLE
 
 from lmgcot.answers.extract import split_rationale_answer
@@ -110,8 +110,7 @@ def test_the_vocabulary_makes_connectives_known():
 def teacher_pairs() -> list[tuple[Example, str]]:
     """The synthetic dataset's teacher rationales, with and without the answer sentence, from
     the simulated large LM with its default chain-corruption rate (wrong facts read the same)."""
-    with open(REPO_ROOT / "lmgcot" / "conf" / "prompt" / "default.yaml") as f:
-        templates = PromptTemplates(**yaml.safe_load(f))
+    templates = PromptTemplates(**config_group("prompt"))
     examples = SyntheticMultiHop(n_train=120, n_val=0, n_test=0, seed=0).load_splits().train
     lm = SimulatedLargeLM()
     replies = [lm.respond(templates.cot_prompt(x)) for x in examples]

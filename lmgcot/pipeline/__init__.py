@@ -93,7 +93,7 @@ def _context(cfg: DictConfig, stages: list[str]) -> RunContext:
     """Data, prompts, large LM and loggers, each refused with one line before any work."""
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset: QADataset = build(cfg.dataset, "dataset")
     splits = dataset.load_splits()
     check_splits(splits, stages, dataset.name)

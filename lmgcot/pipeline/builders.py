@@ -58,24 +58,26 @@ def build_student(
 ) -> Student:
     """The `student` config's model and tokenizer; `pretrained` loads an exported one instead."""
     arch = OmegaConf.to_container(s.architecture) if s.get("architecture") else None
+    pretrained = pretrained or s.get("pretrained")
+    # A from-scratch student's tokenizer settings (its schema requires them); a pretrained one
+    # brings its own.
+    scratch = {} if pretrained else {"tokenizer": s.tokenizer, "vocab_size": s.vocab_size}
     try:
         return _student(
             name=s.name,
-            pretrained=pretrained or s.get("pretrained"),
-            max_source_length=int(s.max_source_length),
-            max_target_length=int(s.max_target_length),
+            pretrained=pretrained,
+            max_source_length=s.max_source_length,
+            max_target_length=s.max_target_length,
             architecture=arch,
-            tokenizer=s.get("tokenizer", "byt5"),
-            vocab_size=int(s.get("vocab_size", 1000)),
             corpus=corpus,
             seed=seed,
+            **scratch,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
     except OSError as err:
-        where = pretrained or s.get("pretrained")
         raise ConfigError(
-            f"student={s.name}: cannot load {where!r} (no local copy and no network?): "
+            f"student={s.name}: cannot load {pretrained!r} (no local copy and no network?): "
             f"{str(err).splitlines()[0]}"
         ) from err
 
@@ -92,7 +94,7 @@ def load_student(cfg: DictConfig, stage: StageDir) -> Student:
             f"{what} in {stage.student}: add the {stage.name} stage or point hydra.run.dir at a "
             "run that has one"
         )
-    student = build_student(cfg.student, int(cfg.seed), pretrained=str(stage.student))
+    student = build_student(cfg.student, cfg.seed, pretrained=str(stage.student))
     if cfg.trainer.get("accelerator") in ("gpu", "cuda") and torch.cuda.is_available():
         student.model.to("cuda")
     return student

@@ -24,7 +24,7 @@ def reward_scorer(ctx, cfg: DictConfig) -> RewardScorer:
         cfg.reward,
         ctx.large_lm,
         ctx.prompts,
-        answer_max_new_tokens=int(cfg.evaluation.answer_max_new_tokens),
+        answer_max_new_tokens=cfg.evaluation.answer_max_new_tokens,
         vocabulary=vocabulary,
     )
 

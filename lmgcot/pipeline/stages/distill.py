@@ -38,18 +38,18 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
     objective = OBJECTIVES[d.objective]
     pairs = {split: training_pairs(ctx, cfg, split) for split in ("train", "val")}
     # A from-scratch tokenizer (student.tokenizer=bpe) learns its vocabulary from the training pairs.
-    student = build_student(cfg.student, int(cfg.seed), corpus=pairs["train"].texts())
+    student = build_student(cfg.student, cfg.seed, corpus=pairs["train"].texts())
     datamodule = RationaleDataModule(
         student.tokenizer,
         pairs["train"],
         pairs["val"],
         student.max_source_length,
         student.max_target_length,
-        batch_size=int(d.batch_size),
-        eval_batch_size=int(d.eval_batch_size),
-        group_by_length=bool(d.group_by_length),
-        num_workers=int(d.num_workers),
-        seed=int(cfg.seed),
+        batch_size=d.batch_size,
+        eval_batch_size=d.eval_batch_size,
+        group_by_length=d.group_by_length,
+        num_workers=d.num_workers,
+        seed=cfg.seed,
     )
     module = RationaleDistiller(
         student.model,

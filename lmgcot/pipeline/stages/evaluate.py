@@ -68,8 +68,8 @@ def _predict(ctx, cfg: DictConfig, method: M.Method, student: Student | None) ->
             for k in method.settings
         },
         objective=OBJECTIVES[cfg.distill.objective],
-        seed=int(cfg.seed),
-        batch_size=int(e.student_batch_size),
+        seed=cfg.seed,
+        batch_size=e.student_batch_size,
     )
     return method.predict(mctx, ctx.splits.test, student)
 
@@ -100,7 +100,7 @@ def _body(ctx, cfg: DictConfig, out: EvalDir) -> dict:
         log.info(
             "evaluate: %s: EM %.3f F1 %.3f", name, ctx.methods[name]["em"], ctx.methods[name]["f1"]
         )
-        samples.extend({"method": name, **p.to_dict()} for p in preds[: int(e.num_examples_saved)])
+        samples.extend({"method": name, **p.to_dict()} for p in preds[: e.num_examples_saved])
     write_jsonl(ctx.run.samples, samples)
     if e.get("rationale_quality", True):
         rationale_quality(ctx, preds_by_method, students)

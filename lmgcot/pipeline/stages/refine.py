@@ -80,18 +80,18 @@ def _loaders(ctx, cfg: DictConfig, pools: dict) -> tuple[DataLoader, DataLoader]
             "questions": [x.question for x in examples],
         }
 
-    batch_questions = int(r.rollout_batch_size) // int(r.samples_per_question)
+    batch_questions = r.rollout_batch_size // r.samples_per_question
     train = DataLoader(
         list(range(len(pools["train"]))),
         batch_size=batch_questions,
         shuffle=True,
         drop_last=len(pools["train"]) >= batch_questions,
-        generator=torch.Generator().manual_seed(int(cfg.seed)),
+        generator=torch.Generator().manual_seed(cfg.seed),
         collate_fn=functools.partial(collate, split="train"),
     )
     val = DataLoader(
         list(range(len(pools["val"]))),
-        batch_size=int(r.val_batch_size),
+        batch_size=r.val_batch_size,
         collate_fn=functools.partial(collate, split="val"),
     )
     return train, val
@@ -100,7 +100,7 @@ def _loaders(ctx, cfg: DictConfig, pools: dict) -> tuple[DataLoader, DataLoader]
 def _select(module, checkpoint, r: DictConfig, has_val: bool) -> tuple[str, dict | None]:
     """Which policy to export (rl.keep_best): the RL student's best checkpoint, or the distilled
     student when no val evaluation beat it."""
-    if not (has_val and bool(r.keep_best)):
+    if not (has_val and r.keep_best):
         return "rl", None
     alpha = r.get("keep_best_alpha")
     state = None
@@ -128,7 +128,7 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
     log.info("refine: reward %s (%s scorer)", scorer.mix, scorer.scorer)
     pools = _pools(ctx, r)
     train_loader, val_loader = _loaders(ctx, cfg, pools)
-    has_val = bool(pools["val"]) and int(r.val_every) > 0
+    has_val = bool(pools["val"]) and r.val_every > 0
     module = build_refiner(
         r,
         student,
@@ -143,11 +143,11 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
         ctx.loggers,
         monitor="val/reward" if has_val else None,
         mode="max",
-        every_n_train_steps=None if has_val else steps_per_rollout * max(1, int(r.val_every)),
+        every_n_train_steps=None if has_val else steps_per_rollout * max(1, r.val_every),
         # Under manual optimisation Lightning counts optimiser steps, several per rollout.
-        max_steps=int(r.rollouts) * steps_per_rollout,
+        max_steps=r.rollouts * steps_per_rollout,
         max_epochs=-1,
-        val_check_interval=max(1, int(r.val_every)),
+        val_check_interval=max(1, r.val_every),
         check_val_every_n_epoch=None,
         limit_val_batches=1.0 if has_val else 0,
         gradient_clip_val=None,  # the refiner clips its own gradients

@@ -27,7 +27,7 @@ def teacher_temperature(t: DictConfig) -> float:
     """teacher.temperature, where null means greedy for one sample and Fine-tune-CoT's 0.7 for
     diverse reasoning (num_samples > 1)."""
     if t.get("temperature") is None:
-        return DIVERSE_TEMPERATURE if int(t.num_samples) > 1 else 0.0
+        return DIVERSE_TEMPERATURE if t.num_samples > 1 else 0.0
     return float(t.temperature)
 
 
@@ -41,7 +41,7 @@ def _exemplars(ctx, cfg: DictConfig) -> list:
     t = cfg.teacher
     if t.prompting != "few_shot_cot":
         return []
-    shots = few_shot_exemplars(ctx.splits.train, int(t.few_shot_k), int(cfg.dataset.seed))
+    shots = few_shot_exemplars(ctx.splits.train, t.few_shot_k, cfg.dataset.seed)
     if not shots:
         raise ConfigError(
             f"teacher.prompting=few_shot_cot: dataset={ctx.dataset_name} has no training question "
@@ -62,16 +62,16 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
             examples,
             ctx.large_lm,
             ctx.prompts,
-            num_samples=int(t.num_samples),
+            num_samples=t.num_samples,
             temperature=teacher_temperature(t),
             top_p=float(t.top_p),
-            max_new_tokens=int(t.max_new_tokens),
-            strip_answer=bool(t.strip_answer),
-            prompting=str(t.prompting),
+            max_new_tokens=t.max_new_tokens,
+            strip_answer=t.strip_answer,
+            prompting=t.prompting,
             exemplars=exemplars,
-            answer_max_new_tokens=int(t.answer_max_new_tokens),
+            answer_max_new_tokens=t.answer_max_new_tokens,
         )
-        stats[split] = teacher_stats(rationales, bool(t.filter_correct))
+        stats[split] = teacher_stats(rationales, t.filter_correct)
         write_jsonl(out / f"{split}.jsonl", (r.to_dict() for r in rationales))
         log.info(
             "teacher: %s: %d rationales, %.1f%% correct, %d kept (%d of %d questions)",
