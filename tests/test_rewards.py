@@ -32,7 +32,6 @@ from lmgcot.rewards import (
 from lmgcot.rewards.aspects import (
     coherence,
     consistency,
-    count_syllables,
     factuality,
     fluency,
     logicality,
@@ -40,6 +39,7 @@ from lmgcot.rewards.aspects import (
     readability,
     relevance,
 )
+from lmgcot.rewards.text import count_syllables
 
 pytestmark = pytest.mark.unit
 

@@ -8,16 +8,9 @@ Every measure has the same batched signature, in the manner of reward functions 
 consistency) and `token_logprobs` (the reference model's per-token log-probabilities, for fluency).
 Measures ignore the extras they do not use, so a caller can pass the same keywords to all of them.
 
-Shared text handling (see `sentences` and `content_words`):
-
-* A rationale is split into sentences after ".", "!" or "?" followed by white space, and at line
-  breaks. This is deliberately simple: an initialism such as "D.C. is" splits in two.
-* Content words are the lower-cased runs of letters and digits (so punctuation is stripped) that are
-  not in `STOP_WORDS`, a small list of function words plus the connectives rationales use to frame
-  reasoning ("answer", "therefore", ...), which say nothing about the facts.
-* Sentence-level measures (factuality, logicality, coherence) only look at sentences that have at
-  least one content word: a bare "So." is punctuation of the argument, not a step of it.
-* An empty (or whitespace-only) rationale scores 0.0 on every measure.
+Text handling (sentences, content words, stop words) lives in `lmgcot.rewards.text`. Sentence-level
+measures (factuality, logicality, coherence) only look at sentences that have at least one content
+word. An empty (or whitespace-only) rationale scores 0.0 on every measure.
 
 Each docstring ends with the measure's known failure modes: how a policy can raise it without
 writing a better rationale, and what it cannot see. Most are surface statistics that degenerate
@@ -34,6 +27,20 @@ from collections.abc import Callable, Sequence
 from lmgcot.answers.extract import split_rationale_answer
 from lmgcot.answers.metrics import normalize_answer
 from lmgcot.data.example import Example
+from lmgcot.rewards.text import (
+    CHAR_RUN_RE,
+    FINAL_PUNCT_RE,
+    WORD_RE,
+    check_lengths,
+    content_sentences,
+    content_words,
+    count_syllables,
+    mean_adjacent_jaccard,
+    require,
+    score_steps,
+    sentences,
+    share_linked_to_earlier,
+)
 
 AspectFn = Callable[..., list[float]]
 
@@ -42,19 +49,8 @@ AspectFn = Callable[..., list[float]]
 SUPPORT_THRESHOLD = 0.5
 # Naturalness: the factor applied when the rationale does not end in ".", "!" or "?".
 MISSING_FINAL_PUNCT_FACTOR = 0.5
-# Naturalness: a run of this many identical characters (not digits or spaces) is degenerate;
-# "!!!!" and "soooo" are, "1000" and "committee" are not.
-CHAR_RUN_LENGTH = 4
-
-STOP_WORDS = frozenset(
-    """
-    a an the and or but nor so of to in on at by for from with as into onto about than then
-    is are was were be been being am do does did has have had having it its this that these those
-    he she they we you i him her them us me his hers their our your my who whom whose which what
-    when where why how there here not no yes also too very just only
-    s answer answers therefore thus hence step steps think let lets
-    """.split()
-)
+# Normalised yes/no answers: consistency cannot read them off the rationale's facts.
+_YES_NO = frozenset({"yes", "no"})
 
 
 def factuality(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
@@ -73,7 +69,7 @@ def factuality(examples: Sequence[Example], rationales: Sequence[str], **extra) 
     check_lengths(examples, rationales)
     out = []
     for example, rationale in zip(examples, rationales):
-        steps = _content_sentences(rationale)
+        steps = content_sentences(rationale)
         if not steps:
             out.append(0.0)
             continue
@@ -122,7 +118,7 @@ def logicality(examples: Sequence[Example], rationales: Sequence[str], **extra) 
     through the wrong bridge or draws a wrong conclusion scores like a valid one.
     """
     check_lengths(examples, rationales)
-    return [_score_steps(r, _share_linked_to_earlier) for r in rationales]
+    return [score_steps(r, share_linked_to_earlier) for r in rationales]
 
 
 def consistency(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
@@ -150,7 +146,7 @@ def consistency(examples: Sequence[Example], rationales: Sequence[str], **extra)
     disagreement.
     """
     check_lengths(examples, rationales)
-    answers = _require(extra, "answers", "the large LM's answers, one per rationale")
+    answers = require(extra, "answers", "the large LM's answers, one per rationale")
     check_lengths(rationales, answers, "answers")
     out = []
     for rationale, answer in zip(rationales, answers):
@@ -182,7 +178,7 @@ def coherence(examples: Sequence[Example], rationales: Sequence[str], **extra) -
     in France." gets 1/5).
     """
     check_lengths(examples, rationales)
-    return [_score_steps(r, _mean_adjacent_jaccard) for r in rationales]
+    return [score_steps(r, mean_adjacent_jaccard) for r in rationales]
 
 
 def fluency(examples: Sequence[Example], rationales: Sequence[str], **extra) -> list[float]:
@@ -197,7 +193,7 @@ def fluency(examples: Sequence[Example], rationales: Sequence[str], **extra) -> 
     and loops grow more likely the longer they run; it rewards the reference's own mistakes.
     """
     check_lengths(examples, rationales)
-    logprobs = _require(
+    logprobs = require(
         extra, "token_logprobs", "per-token log-probabilities, one list per rationale"
     )
     check_lengths(rationales, logprobs, "token_logprobs")
@@ -219,7 +215,7 @@ def naturalness(examples: Sequence[Example], rationales: Sequence[str], **extra)
 
     * distinct2: distinct word bigrams / all word bigrams (lower-cased words; 1.0 with fewer than
       two words), which falls as a rationale loops on itself;
-    * runs: 1 - (share of non-space characters that sit in a run of `CHAR_RUN_LENGTH` or more
+    * runs: 1 - (share of non-space characters that sit in a run of `text.CHAR_RUN_LENGTH` or more
       identical non-digit characters), for "!!!!!!" or "nooooo";
     * punct: 1.0 when the text ends in ".", "!" or "?" (closing quotes or brackets after it
       allowed), else `MISSING_FINAL_PUNCT_FACTOR`, since generation cut off mid-sentence is a
@@ -239,7 +235,7 @@ def naturalness(examples: Sequence[Example], rationales: Sequence[str], **extra)
         if not text:
             out.append(0.0)
             continue
-        words = _WORD.findall(text.lower())
+        words = WORD_RE.findall(text.lower())
         bigrams = list(zip(words, words[1:]))
         distinct2 = len(set(bigrams)) / len(bigrams) if bigrams else 1.0
         chars = re.sub(r"\s+", "", text)
@@ -254,7 +250,7 @@ def readability(examples: Sequence[Example], rationales: Sequence[str], **extra)
     """Flesch reading ease, clipped to [0, 100] and divided by 100.
 
     FRE = 206.835 - 1.015 * words / sentences - 84.6 * syllables / words, with sentences from
-    `sentences`, words from `_WORD` and syllables from `count_syllables` (a number counts one
+    `sentences`, words from `text.WORD_RE` and syllables from `count_syllables` (a number counts one
     syllable per digit). No words gives 0.0.
 
     Failure modes: it rewards short words in short sentences, whatever they say: "in in in." and
@@ -265,7 +261,7 @@ def readability(examples: Sequence[Example], rationales: Sequence[str], **extra)
     check_lengths(examples, rationales)
     out = []
     for rationale in rationales:
-        words = _WORD.findall(rationale)
+        words = WORD_RE.findall(rationale)
         if not words:
             out.append(0.0)
             continue
@@ -297,83 +293,3 @@ ASPECT_REGISTRY: dict[str, tuple[AspectFn, str]] = {
 }
 ASPECTS: dict[str, AspectFn] = {name: fn for name, (fn, _) in ASPECT_REGISTRY.items()}
 ASPECT_DESCRIPTIONS: dict[str, str] = {name: d for name, (_, d) in ASPECT_REGISTRY.items()}
-
-
-def sentences(text: str) -> list[str]:
-    """Non-empty sentences: split after ".", "!" or "?" followed by white space, and at newlines."""
-    return [s.strip() for s in _SENTENCE_SPLIT.split(text.strip()) if s.strip()]
-
-
-def content_words(text: str) -> list[str]:
-    """Lower-cased letter/digit runs of `text` that are not stop words, in order, with repeats."""
-    return [w for w in TOKEN_RE.findall(text.lower()) if w not in STOP_WORDS]
-
-
-def count_syllables(word: str) -> int:
-    """Vowel groups (a, e, i, o, u, y), less a silent final "e" ("made", not "table"); at least 1.
-
-    A number counts one syllable per digit.
-    """
-    word = word.lower()
-    if word.isdigit():
-        return len(word)
-    word = re.sub(r"[^a-z]", "", word)
-    count = len(_VOWEL_GROUP.findall(word))
-    if count > 1 and word.endswith("e") and not word.endswith(("le", "ee")):
-        count -= 1
-    return max(1, count)
-
-
-# -- helpers -------------------------------------------------------------------------------------
-
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
-# Letters and digits of any script; "_" is a word character for `\w` but not a letter.
-TOKEN_RE = re.compile(r"[^\W_]+")
-# A word for readability and bigrams: letters with an optional apostrophe part, or a number.
-_WORD = re.compile(r"[A-Za-z]+(?:['\u2019][A-Za-z]+)*|\d+")
-_VOWEL_GROUP = re.compile(r"[aeiouy]+")
-# Normalised yes/no answers: consistency cannot read them off the rationale's facts.
-_YES_NO = frozenset({"yes", "no"})
-CHAR_RUN_RE = re.compile(rf"([^\d\s])\1{{{CHAR_RUN_LENGTH - 1},}}")
-FINAL_PUNCT_RE = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
-
-
-def _content_sentences(text: str) -> list[set[str]]:
-    """Content-word sets of the sentences that have any."""
-    steps = [set(content_words(s)) for s in sentences(text)]
-    return [s for s in steps if s]
-
-
-def _require(extra: dict, key: str, what: str) -> list:
-    if extra.get(key) is None:
-        raise ValueError(f"missing input extra[{key!r}]: {what}")
-    return list(extra[key])
-
-
-def check_lengths(first: Sequence, second: Sequence, name: str = "rationales") -> None:
-    if len(first) != len(second):
-        raise ValueError(f"{len(second)} {name} for {len(first)} items: need one each")
-
-
-def _share_linked_to_earlier(steps: list[set[str]]) -> float:
-    seen = set(steps[0])
-    linked = 0
-    for step in steps[1:]:
-        linked += bool(step & seen)
-        seen |= step
-    return linked / (len(steps) - 1)
-
-
-def _mean_adjacent_jaccard(steps: list[set[str]]) -> float:
-    pairs = list(zip(steps, steps[1:]))
-    return sum(len(a & b) / len(a | b) for a, b in pairs) / len(pairs)
-
-
-def _score_steps(rationale: str, score: Callable[[list[set[str]]], float]) -> float:
-    """0.0 for no content sentence, 1.0 for one (nothing to link), else `score` of the sentences."""
-    steps = _content_sentences(rationale)
-    if not steps:
-        return 0.0
-    if len(steps) == 1:
-        return 1.0
-    return score(steps)

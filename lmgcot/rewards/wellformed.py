@@ -24,10 +24,10 @@ import re
 from collections.abc import Iterable, Sequence
 
 from lmgcot.data.example import Example
-from lmgcot.rewards.aspects import (
+from lmgcot.rewards.aspects import MISSING_FINAL_PUNCT_FACTOR
+from lmgcot.rewards.text import (
     CHAR_RUN_RE,
     FINAL_PUNCT_RE,
-    MISSING_FINAL_PUNCT_FACTOR,
     STOP_WORDS,
     TOKEN_RE,
     check_lengths,
@@ -46,7 +46,7 @@ STUTTER_OK, STUTTER_BAD = 0.05, 0.25
 # 1953.") sit near 0.75 because of the shared phrasing; at 0.6 and above the factor is 1, at 0.3
 # (a phrase said three times over) it is 0.
 DISTINCT2_BAD, DISTINCT2_OK = 0.3, 0.6
-# Share of the non-space characters inside a character run (`aspects.CHAR_RUN_LENGTH` identical
+# Share of the non-space characters inside a character run (`text.CHAR_RUN_LENGTH` identical
 # characters) or a chunk of two or more letters said three times in a row ("TheTheThe"), both
 # within a word. Prose has none; the factor falls linearly to 0 at a quarter of the text.
 RUN_BAD = 0.25
@@ -74,7 +74,7 @@ def wellformedness(
     """Per rationale: repetition * known words * sentences, each factor in [0, 1].
 
     A word is known when it occurs (lower-cased, as a run of letters and digits) in the example's
-    titles, context sentences or question, in `aspects.STOP_WORDS`, or in `vocabulary` (lower-cased
+    titles, context sentences or question, in `text.STOP_WORDS`, or in `vocabulary` (lower-cased
     words, e.g. `vocabulary_of` the teacher's train rationales, so that the connectives of real
     rationales are known even where the context lacks them). An empty rationale scores 0.0.
     """
@@ -135,7 +135,7 @@ def sentence_factor(text: str) -> float:
     A fragment has fewer than `MIN_SENTENCE_WORDS` words or ends on a `DANGLING_WORDS` word.
     Text that does not end in ".", "!" or "?" (closing quotes or brackets after it allowed) gets
     `aspects.MISSING_FINAL_PUNCT_FACTOR`; unbalanced "()", "[]" or double quotes get
-    `UNBALANCED_FACTOR`. Sentences are `aspects.sentences`, so "D.C. is" splits into a fragment.
+    `UNBALANCED_FACTOR`. Sentences are `text.sentences`, so "D.C. is" splits into a fragment.
     0.0 for no sentence.
     """
     parts = [TOKEN_RE.findall(s.lower()) for s in sentences(text)]
