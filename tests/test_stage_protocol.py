@@ -96,6 +96,17 @@ def test_a_finished_artifact_is_shared_between_runs(tmp_path):
 
 
 @pytest.mark.unit
+def test_a_stage_without_its_declared_artifact_is_not_marked_done(tmp_path):
+    calls: list = []
+    stage = _counting_stage(calls)
+    stage = Stage("distill", reads=stage.reads, body=stage.body, artifacts=("student",))
+    ctx = _ctx(tmp_path, _cfg(tmp_path))
+    with pytest.raises(RuntimeError, match=r"without its artifacts \['student'\]"):
+        run_stage(stage, ctx, ctx.run.distill)
+    assert not ctx.run.distill.done
+
+
+@pytest.mark.unit
 def test_a_stage_needing_another_says_which(tmp_path):
     ctx = _ctx(tmp_path, _cfg(tmp_path))
     stage = Stage("refine", reads=("rl",), body=lambda *a: {}, needs=lambda cfg: ("distill",))

@@ -28,7 +28,8 @@ class Stage:
     fingerprint), the stages whose artifacts it needs, and its body.
 
     `body(ctx, cfg, out)` gets the run context, the config view holding only `reads`, and the
-    stage directory; it writes its artifacts there and returns the summary. `stale` names files
+    stage directory; it writes its `artifacts` there (paths in the stage directory, checked before
+    the stage is marked done) and returns the summary. `stale` names files
     in the directory that belong to one configuration and go when the fingerprint changes (the
     checkpoints always do). `cached=False` stages (evaluate) cache per item themselves.
     """
@@ -37,6 +38,7 @@ class Stage:
     reads: tuple[str, ...]
     body: Callable
     needs: Callable[[DictConfig], tuple[str, ...]] = lambda cfg: ()
+    artifacts: tuple[str, ...] = ()
     stale: tuple[str, ...] = ()
     cached: bool = True
     shared: bool = True
@@ -95,6 +97,10 @@ def _make(stage: Stage, ctx, out: StageDir, fp: str) -> dict:
             path.unlink(missing_ok=True)
         out.write_meta({"fingerprint": fp, "done": False})
     summary = stage.body(ctx, stage.view(ctx.cfg), out)
+    missing = [name for name in stage.artifacts if not (out / name).exists()]
+    if missing:
+        # A stage that forgot an artifact must not pass for finished: later stages read them.
+        raise RuntimeError(f"{stage.name}: finished without its artifacts {missing} in {out.path}")
     out.write_summary(summary)
     out.mark_done(fp)
     return summary

@@ -110,4 +110,4 @@ def _needs(cfg: DictConfig) -> tuple[str, ...]:
     return ("teacher",) if OBJECTIVES[cfg.distill.objective].needs_teacher else ()
 
 
-DISTILL = Stage("distill", reads=READS, body=_body, needs=_needs)
+DISTILL = Stage("distill", reads=READS, body=_body, needs=_needs, artifacts=("student",))

@@ -205,5 +205,6 @@ REFINE = Stage(
     reads=READS,
     body=_body,
     needs=lambda cfg: ("distill",),
+    artifacts=("student",),
     stale=(SAMPLES_LOG, JUDGE_FAILURES),
 )

@@ -87,4 +87,9 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
     return stats
 
 
-TEACHER = Stage("teacher", reads=("dataset", "large_lm", "prompt", "teacher"), body=_body)
+TEACHER = Stage(
+    "teacher",
+    reads=("dataset", "large_lm", "prompt", "teacher"),
+    body=_body,
+    artifacts=("train.jsonl", "val.jsonl"),
+)
