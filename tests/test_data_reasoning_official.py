@@ -8,15 +8,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from lmgcot.cli import CONFIG_DIR
-from lmgcot.data.reasoning_official import (
-    GSM8K,
-    CommonsenseQA,
-    StrategyQA,
+from lmgcot.data.commonsenseqa_format import (
     commonsenseqa_hub_record_to_example,
     read_commonsenseqa,
-    read_gsm8k,
-    read_strategyqa,
 )
+from lmgcot.data.gsm8k_format import read_gsm8k
+from lmgcot.data.reasoning_official import GSM8K, CommonsenseQA, StrategyQA
+from lmgcot.data.strategyqa_format import read_strategyqa
 from lmgcot.errors import ConfigError, DataError
 from lmgcot.pipeline.builders import build
 

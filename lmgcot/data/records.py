@@ -1,6 +1,6 @@
 """Format-independent checks of a data file and its records, shared by every official format:
-the file's text, a JSON list of records, typed fields, unique ids, and JSON type names for
-messages."""
+the file's text, a JSON list or JSONL file of records, typed fields, unique ids, and JSON type
+names for messages."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from typing import Any
 
 from lmgcot.data.example import Example
 from lmgcot.errors import DataError
+
+# Builds the `DataError` for one problem with one record (see `failer`).
+Fail = Callable[[str], DataError]
 
 
 def read_text(path: Path, source: str) -> str:
@@ -46,7 +49,7 @@ def typed_field(
     name: str,
     kind: type,
     expected: str,
-    fail: Callable[[str], DataError],
+    fail: Fail,
     shown: str | None = None,
 ) -> Any:
     """A required field of type `kind`; `shown` is its name in messages (dotted when nested)."""
@@ -92,3 +95,59 @@ def json_type(value: Any) -> str:
     if isinstance(value, Mapping):
         return "an object"
     return type(value).__name__
+
+
+def load_jsonl(path: Path, source: str) -> list[tuple[int, Any]]:
+    """The records of a JSONL file with their (1-based) line numbers; blank lines are skipped."""
+    records = []
+    # Split on newlines only: `splitlines` would also split inside strings holding U+2028 and kin.
+    for n, line in enumerate(read_text(path, source).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((n, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise DataError(
+                source, f"bad JSON at column {err.colno}: {err.msg}", f"line {n}"
+            ) from None
+    return records
+
+
+def failer(source: str, label: str) -> Fail:
+    """Errors about the record `label` of `source`."""
+    return lambda problem: DataError(source, problem, label)
+
+
+def as_object(raw: Any, fail: Fail) -> Mapping[str, Any]:
+    """`raw` when it is a JSON object; anything else fails."""
+    if not isinstance(raw, Mapping):
+        raise fail(f"is {json_type(raw)}, expected an object")
+    return raw
+
+
+def text_field(record: Mapping[str, Any], name: str, fail: Fail, shown: str | None = None) -> str:
+    """A required non-empty string field."""
+    value = typed_field(record, name, str, "a string", fail, shown)
+    if not value.strip():
+        raise fail(f"{shown or name} is empty")
+    return value
+
+
+def string_list(record: Mapping[str, Any], name: str, fail: Fail) -> list[str]:
+    """An optional list-of-strings field ([] when absent or null)."""
+    value = record.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise fail(f"field '{name}' is {json_type(value)}, expected a list of strings")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise fail(f"{name}[{i}] is {json_type(item)}, expected a string")
+    return value
+
+
+def unlabelled(key: str, test_file: str) -> str:
+    """The message for a record of an official test file, which carries no answer."""
+    return (
+        f"missing field '{key}': the record is unlabelled (the official {test_file} has no answers)"
+    )
