@@ -28,7 +28,7 @@ from lmgcot.data.synthetic import SyntheticMultiHop
 from lmgcot.errors import BackendError, ConfigError
 from lmgcot.llm.base import GenerationParams
 from lmgcot.llm.simulated import SimulatedLargeLM
-from lmgcot.llm.simulated_reasoning import read_coin_rationale, stated_letters
+from lmgcot.llm.simulated_reasoning_rationales import read_coin_rationale, stated_letters
 from lmgcot.prompts import PromptTemplates
 from lmgcot.teacher import few_shot_exemplars, sample_rationales
 
