@@ -13,7 +13,8 @@ from lmgcot.data.synthetic import RELATIONS, SyntheticMultiHop
 from lmgcot.errors import BackendError
 from lmgcot.llm.base import GenerationParams
 from lmgcot.llm.cache import CallCache
-from lmgcot.llm.simulated import SimulatedLargeLM, parse_facts
+from lmgcot.llm.simulated import SimulatedLargeLM
+from lmgcot.llm.simulated_prompt import parse_facts
 from lmgcot.prompts import COT_TRIGGER, PromptTemplates
 
 pytestmark = pytest.mark.unit

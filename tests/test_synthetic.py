@@ -18,7 +18,7 @@ from lmgcot.data.synthetic import (
     SyntheticMultiHop,
 )
 from lmgcot.errors import ConfigError
-from lmgcot.llm.simulated import parse_facts
+from lmgcot.llm.simulated_prompt import parse_facts
 
 pytestmark = pytest.mark.unit
 
