@@ -10,7 +10,9 @@ import torch
 from lmgcot.errors import BackendError, ConfigError
 from lmgcot.llm.base import GenerationParams, Request
 from lmgcot.llm.cache import CallCache
-from lmgcot.llm.hf import HFLargeLM, _generated_length, truncate_at_stop
+from lmgcot.llm.hf import HFLargeLM
+from lmgcot.llm.hf_decoding import generated_length as _generated_length
+from lmgcot.llm.hf_decoding import truncate_at_stop
 from lmgcot.llm.tiny_models import main as tiny_main
 from lmgcot.llm.tiny_models import save_tiny_causal, save_tiny_seq2seq
 

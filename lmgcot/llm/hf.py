@@ -18,8 +18,6 @@ including eos, or up to the token that completed a stop string), never padding.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -29,9 +27,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
-    LogitsProcessor,
     LogitsProcessorList,
-    StoppingCriteria,
     StoppingCriteriaList,
     TemperatureLogitsWarper,
     TopPLogitsWarper,
@@ -40,6 +36,15 @@ from transformers import (
 from lmgcot.errors import BackendError, ConfigError
 from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request
 from lmgcot.llm.cache import CallCache
+from lmgcot.llm.hf_decoding import (
+    GumbelSampler,
+    StopStrings,
+    eos_ids,
+    generated_length,
+    pad_batch,
+    sample_seed,
+    truncate_at_stop,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -133,7 +138,7 @@ class HFLargeLM(LargeLM):
         tokenizer.truncation_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._eos_ids = _eos_ids(model, tokenizer)
+        self._eos_ids = eos_ids(model, tokenizer)
         self._tokenizer, self._hf_model, self._seq2seq = tokenizer, model, seq2seq
 
     def _complete(self, requests: list[Request]) -> list[Completion]:
@@ -168,7 +173,7 @@ class HFLargeLM(LargeLM):
         self, requests: list[Request], input_ids: list[list[int]], params: GenerationParams
     ) -> list[Completion]:
         tok, model = self._tokenizer, self._hf_model
-        batch = _pad(input_ids, tok.pad_token_id, left=not self._seq2seq, device=model.device)
+        batch = pad_batch(input_ids, tok.pad_token_id, left=not self._seq2seq, device=model.device)
         # Seq2seq outputs start with the decoder start token; causal ones with the padded prompt.
         prefix = 1 if self._seq2seq else batch["input_ids"].shape[1]
         processors = LogitsProcessorList()
@@ -176,8 +181,8 @@ class HFLargeLM(LargeLM):
             processors.append(TemperatureLogitsWarper(float(params.temperature)))
             if params.top_p < 1.0:
                 processors.append(TopPLogitsWarper(float(params.top_p)))
-            processors.append(_GumbelSampler([_sample_seed(r) for r in requests]))
-        stopper = _StopStrings(tok, params.stop, prefix) if params.stop else None
+            processors.append(GumbelSampler([sample_seed(r) for r in requests]))
+        stopper = StopStrings(tok, params.stop, prefix) if params.stop else None
         with torch.inference_mode():
             out = model.generate(
                 **batch,
@@ -193,7 +198,7 @@ class HFLargeLM(LargeLM):
         generated = out[:, prefix:].cpu().tolist()
         completions = []
         for row, tokens in enumerate(generated):
-            length = _generated_length(tokens, self._eos_ids)
+            length = generated_length(tokens, self._eos_ids)
             if stopper is not None and row in stopper.stopped_at:
                 length = min(length, stopper.stopped_at[row])
             text = tok.decode(tokens[:length], skip_special_tokens=True)
@@ -203,111 +208,9 @@ class HFLargeLM(LargeLM):
         return completions
 
 
-def truncate_at_stop(text: str, stops: tuple[str, ...] | list[str]) -> str:
-    """Cut `text` before the stop string whose first occurrence ends earliest (ties: starts
-    earliest), which is where streaming generation would have halted."""
-    best: tuple[int, int] | None = None
-    for stop in stops:
-        if not stop:
-            continue
-        at = text.find(stop)
-        if at >= 0 and (best is None or (at + len(stop), at) < best):
-            best = (at + len(stop), at)
-    return text if best is None else text[: best[1]]
-
-
-class _GumbelSampler(LogitsProcessor):
-    """Adds per-row Gumbel noise from per-row seeded generators; greedy argmax then samples."""
-
-    def __init__(self, seeds: list[int]):
-        self.seeds = seeds
-        self.generators: list[torch.Generator] | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.generators is None:
-            self.generators = [
-                torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds
-            ]
-        uniform = torch.stack(
-            [
-                torch.rand(scores.shape[-1], generator=g, device=scores.device)
-                for g in self.generators
-            ]
-        )
-        tiny = torch.finfo(uniform.dtype).tiny
-        gumbel = -torch.log(-torch.log(uniform.clamp_min(tiny)))
-        return scores.float() + gumbel
-
-
-class _StopStrings(StoppingCriteria):
-    """Finishes a row once its generated text contains a stop string; remembers at which length."""
-
-    def __init__(self, tokenizer, stops: tuple[str, ...], prefix: int):
-        self.tokenizer = tokenizer
-        self.stops = [s for s in stops if s]
-        self.prefix = prefix
-        self.stopped_at: dict[int, int] = {}
-
-    def __call__(
-        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs
-    ) -> torch.BoolTensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        length = input_ids.shape[1] - self.prefix
-        for row, ids in enumerate(input_ids[:, self.prefix :].tolist()):
-            if row in self.stopped_at:
-                done[row] = True
-                continue
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            if any(s in text for s in self.stops):
-                self.stopped_at[row] = length
-                done[row] = True
-        return done
-
-
 def _full_prompt(request: Request) -> str:
     system = request.params.system
     return f"{system}\n\n{request.prompt}" if system else request.prompt
-
-
-def _sample_seed(request: Request) -> int:
-    """A stable seed (Python's hash() is salted per process) for one request's sample stream."""
-    blob = json.dumps([request.params.system, request.prompt, request.sample_index])
-    return (
-        int.from_bytes(hashlib.sha256(blob.encode("utf-8")).digest()[:8], "big")
-        & 0x7FFF_FFFF_FFFF_FFFF
-    )
-
-
-def _pad(
-    input_ids: list[list[int]], pad_id: int, left: bool, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """A padded batch and attention mask, built here so no tokenizer-specific extras creep in."""
-    width = max(len(ids) for ids in input_ids)
-    ids = torch.full((len(input_ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(input_ids), width), dtype=torch.long)
-    for row, seq in enumerate(input_ids):
-        span = slice(width - len(seq), width) if left else slice(0, len(seq))
-        ids[row, span] = torch.tensor(seq, dtype=torch.long)
-        mask[row, span] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-
-
-def _generated_length(tokens: list[int], eos_ids: list[int]) -> int:
-    """Tokens up to and including the first eos; everything after it is padding."""
-    for i, t in enumerate(tokens):
-        if t in eos_ids:
-            return i + 1
-    return len(tokens)
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    """The model's own end-of-sequence ids (some chat models have several); else the tokenizer's."""
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    if configured is None:
-        configured = tokenizer.eos_token_id
-    if configured is None:
-        return []
-    return [int(configured)] if isinstance(configured, int) else [int(i) for i in configured]
 
 
 def _looks_like_path(name: str) -> bool:
