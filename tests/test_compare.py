@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 from lmgcot.report.compare import compare, main
-from lmgcot.report.plots import _spread, plot_comparison, plot_tradeoff
+from lmgcot.report.plots import plot_comparison
 from lmgcot.report.runs import load_runs
 from lmgcot.report.stats import bootstrap_mean, hierarchical_means, paired_bootstrap, question_means
 from lmgcot.report.tables import to_markdown
+from lmgcot.report.tradeoff_plot import _spread, plot_tradeoff
 
 pytestmark = pytest.mark.unit
 

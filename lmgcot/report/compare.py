@@ -33,9 +33,10 @@ import numpy as np
 from lmgcot.eval.methods import METHODS, RL_METHODS
 from lmgcot.report.common import ASPECT_SOURCE, QUALITY_SOURCES, in_order
 from lmgcot.report.estimates import Measure, estimate, metric_measure, quality_measure
-from lmgcot.report.plots import plot_comparison, plot_tradeoff
+from lmgcot.report.plots import plot_comparison
 from lmgcot.report.runs import CompareError, Run, load_runs, run_aspects
 from lmgcot.report.tables import to_csv, to_markdown
+from lmgcot.report.tradeoff_plot import plot_tradeoff
 from lmgcot.report.wandb_log import log_to_wandb, sweep_name
 from lmgcot.utils.io import atomic_write_text
 
