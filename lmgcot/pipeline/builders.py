@@ -120,11 +120,15 @@ def build_trainer(
         save_top_k=1,
         every_n_train_steps=every_n_train_steps,
     )
+    # A checkpoint is written whole or not at all: resume never finds a truncated last.ckpt.
+    from lmgcot.utils.checkpoints import AtomicCheckpointIO
+
     trainer = build(
         trainer_cfg,
         "trainer",
         logger=loggers or False,
         callbacks=[checkpoint],
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=str(out.path),
         num_sanity_val_steps=0,
         **overrides,

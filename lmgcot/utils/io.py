@@ -11,12 +11,33 @@ from pathlib import Path
 from typing import Any
 
 
+def _read_umask() -> int:
+    # /proc reads it without changing it; os.umask can only be read by setting it, which would
+    # briefly open up files another thread creates meanwhile (so only where /proc is missing).
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode `open()` gives a new file under the process's umask (0644 under umask 022)."""
+    return 0o666 & ~_read_umask()
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write to a temporary file beside `path`, fsync, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; the artifact must read like any file the user writes.
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -57,8 +78,17 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> Path:
-    """Move a fully written directory into place, replacing any older one."""
+    """Move a fully written directory into place, replacing any older one. Its files get the
+    user's umask (transformers writes model.safetensors 0600 through a temporary file)."""
     final_dir = Path(final_dir)
+    mode = file_mode()
+    dir_mode = mode | ((mode & 0o444) >> 2)  # a directory readable by someone is searchable too
+    os.chmod(tmp_dir, dir_mode)
+    for root, dirs, files in os.walk(tmp_dir):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), dir_mode)
+        for name in files:
+            os.chmod(os.path.join(root, name), mode)
     if final_dir.exists():
         shutil.rmtree(final_dir)
     os.replace(tmp_dir, final_dir)

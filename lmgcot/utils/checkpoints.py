@@ -1,0 +1,43 @@
+"""Lightning checkpoints written whole or not at all.
+
+Lightning's own save goes through an fsspec transaction whose temporary file lives in the system
+temp directory: committing it is a copy across file systems, so a full disk or a kill mid-copy
+leaves a truncated best.ckpt/last.ckpt where resume looks (and ModelCheckpoint then writes
+best-v1.ckpt beside it). Here the temporary file sits beside the target and `os.replace` puts it in
+place, which is atomic on one file system.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.plugins import TorchCheckpointIO
+
+from lmgcot.utils.io import file_mode
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO for local paths: temp file beside the target, fsync, rename."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, file_mode())  # mkstemp's 0600 would outlive the rename
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
