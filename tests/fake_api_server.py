@@ -51,6 +51,10 @@ class FakeApiServer:
     * `latency_s`: every request waits this long before answering.
     * `transient_rate`: this fraction of distinct request bodies (chosen by a hash, so reproducible)
       fail their first `transient_attempts` attempts with 429 (`retry-after: 0`), 500 or 529 in turn.
+    * `fault_rate`: every attempt (Messages / chat, not batches) fails independently with this
+      probability (a seeded draw), with 429 (`retry-after: 0`), 500 or 529 in turn.
+    * `failing_rate`: this fraction of distinct bodies (by hash) fail every attempt with
+      `failing_status` (400: retrying cannot help; 500: every retry is spent).
     * `fail_with`: every request fails: 401, 500, 529 or "credit" (400, credit balance too low).
     * `retry_after_ms`: also send `retry-after-ms` on 429s (lets SDK retries skip their backoff).
     * `replier`: answers chosen prompts itself (e.g. a judge's ratings).
@@ -76,6 +80,11 @@ class FakeApiServer:
     batch_delay_s: float = 0.0
     batch_fault_rate: float = 0.0
     invalid_marker: str | None = None
+    fault_rate: float = 0.0
+    failing_rate: float = 0.0
+    failing_status: int = 400
+    # 200 replies sent, per body (what a real API would have billed).
+    paid: dict[str, int] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     max_in_flight: int = 0
     batches: dict[str, dict] = field(default_factory=dict)
@@ -85,6 +94,7 @@ class FakeApiServer:
     _attempts: dict[str, int] = field(default_factory=dict, repr=False)
     _served: dict[str, int] = field(default_factory=dict, repr=False)
     _in_flight: int = 0
+    _draws: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
     _httpd: ThreadingHTTPServer | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -132,6 +142,7 @@ class FakeApiServer:
             self.max_in_flight = 0
             self.batches.clear()
             self.billed.clear()
+            self.paid.clear()
             self._prefixes.clear()
 
     # -- answering --------------------------------------------------------------------------
@@ -166,13 +177,20 @@ class FakeApiServer:
             status = int(self.fail_with)
             message = AUTH_MESSAGE if status == 401 else f"injected {status}"
             return status, {}, _error(anthropic, status, message)
+        if int(key[10:18], 16) / 16**8 < self.failing_rate:
+            status = self.failing_status
+            return status, {}, _error(anthropic, status, f"injected permanent {status}")
         chosen = int(key[:8], 16) / 16**8 < self.transient_rate
-        if chosen and attempt <= self.transient_attempts:
+        with self._lock:
+            drawn = self.fault_rate > 0 and self._draws.random() < self.fault_rate
+        if drawn or (chosen and attempt <= self.transient_attempts):
             status = (429, 500, 529)[(attempt - 1 + int(key[8:10], 16)) % 3]
             extra = {"retry-after": "0"} if status == 429 else {}
             if status == 429 and self.retry_after_ms is not None:
                 extra["retry-after-ms"] = str(self.retry_after_ms)
             return status, extra, _error(anthropic, status, f"injected {status}")
+        with self._lock:
+            self.paid[key] = self.paid.get(key, 0) + 1
         return 200, {}, self._reply(body, key, anthropic)
 
     def _reply(self, body: dict, key: str, anthropic: bool) -> dict:

@@ -8,8 +8,8 @@ the system prompt (the request's own, else the backend's `system`). `prices` tur
 
 Two ways to send requests:
 
-* **Messages** (the default): concurrent calls on the async client (`max_concurrency`), the SDK
-  retrying transient failures (`max_retries`).
+* **Messages** (the default): concurrent calls on the async client (`max_concurrency`), each reply
+  stored as it arrives, transient failures retried with backoff (`max_retries`; see `api.py`).
 * **Message Batches** in the stages listed in `batch_stages`: see `lmgcot.llm.anthropic_batches`.
 
 **Prompt caching**: when the requests sent together share a prefix (the instructions and few-shot
@@ -114,7 +114,7 @@ class AnthropicLargeLM(MessageBatchesMixin, ApiLargeLM):
             api_key=self._api_key,
             base_url=self.base_url,
             timeout=self.timeout_s,
-            max_retries=self.max_retries,
+            max_retries=0,  # retried by lmgcot.llm.retry, with our backoff and count
         )
 
     # -- one request -----------------------------------------------------------------------
@@ -158,9 +158,8 @@ class AnthropicLargeLM(MessageBatchesMixin, ApiLargeLM):
             kwargs["system"] = system
         return kwargs
 
-    def _complete(self, requests: list[Request]) -> list[Completion]:
+    def _prepare(self, requests: list[Request]) -> None:
         self._prefix = self.shared_prefix([r.prompt for r in requests])
-        return super()._complete(requests)
 
     async def _call(self, client: anthropic.AsyncAnthropic, request: Request) -> Completion:
         message = await client.messages.create(**self.message_params(request, self._prefix))

@@ -125,7 +125,10 @@ class MessageBatchesMixin:
         async for entry in results:
             key, result = entry.custom_id, entry.result
             if result.type == "succeeded":
-                fresh[key] = message_completion(result.message)
+                fresh[key] = c = message_completion(result.message)
+                # Stored as read: a kill while reading loses nothing (the record also remains).
+                if self.cache is not None:
+                    self.cache.put_many([(key, _cache_value(c))])
                 continue
             if result.type == "errored":
                 err = result.error.error
@@ -136,9 +139,6 @@ class MessageBatchesMixin:
                 message = f"request {result.type}"  # expired or canceled: worth sending again
             if key in wanted:
                 errors[wanted[key]] = message
-        # Store what the batch paid for before anything else can go wrong, then forget it.
-        if self.cache is not None and fresh:
-            self.cache.put_many([(k, _cache_value(c)) for k, c in fresh.items()])
         self._account_cost(list(fresh.values()), self.batch_discount)
         for key, c in fresh.items():
             if key in wanted:

@@ -2,10 +2,13 @@
 one-line errors.
 
 `ApiLargeLM` runs each batch of cache misses as concurrent requests on an SDK's async client, at most
-`max_concurrency` in flight. Retries are the SDK's own (`max_retries`, honouring `retry-after`); an
-error that is left after them, or that retrying cannot fix (a bad key, a bad request, no credit),
-stops the run with a `BackendError` carrying the API's message on one line. Completions of a batch
-that fails are lost (not cached); `batch_size` bounds that loss.
+`max_concurrency` in flight, and commits each reply to the call cache the moment it arrives: a
+crash, kill or error loses at most the replies that had not arrived. Transient failures are retried
+by `lmgcot.llm.retry` (`max_retries`, exponential backoff with jitter, `retry-after` honoured). A
+request still failing after its retries, or failing in a way retrying cannot fix (a bad request),
+does not stop the others: the stage finishes and stores them, then raises one `BackendError` line
+with the count and the first reason. An error every request would hit (a bad key, no permission,
+no credit, no such model) stops all of them at once.
 """
 
 from __future__ import annotations
@@ -15,12 +18,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lmgcot.errors import BackendError, ConfigError
-from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request
+from lmgcot.llm.base import (
+    Completion,
+    GenerationParams,
+    LargeLM,
+    Request,
+    RequestsFailed,
+    _cache_value,
+)
 from lmgcot.llm.cache import CallCache
-from lmgcot.llm.concurrency import run_bounded
-
-# Words in a 400/403 message that mean an account problem rather than a bad request.
-_BILLING_WORDS = ("credit", "spend", "billing")
+from lmgcot.llm.concurrency import run_settled
+from lmgcot.llm.retry import (
+    BILLING_WORDS,
+    RetryPolicy,
+    is_fatal,
+    is_retryable,
+    message_of,
+    status_of,
+    with_retries,
+)
 
 
 class ApiLargeLM(LargeLM):
@@ -40,7 +56,9 @@ class ApiLargeLM(LargeLM):
         max_concurrency: int = 8,
         system: str | None = None,
         timeout_s: float = 60.0,
-        max_retries: int = 2,
+        max_retries: int = 12,
+        retry_base_s: float = 0.5,
+        retry_max_s: float = 60.0,
         base_url: str | None = None,
         prices: Mapping[str, Mapping[str, float]] | None = None,
         api_key: Any = None,
@@ -62,7 +80,10 @@ class ApiLargeLM(LargeLM):
         self.max_concurrency = int(max_concurrency)
         self.system = system or None
         self.timeout_s = float(timeout_s)
+        if float(retry_base_s) < 0 or float(retry_max_s) < 0:
+            raise ConfigError("large_lm.retry_base_s / retry_max_s: expected >= 0")
         self.max_retries = int(max_retries)
+        self.retry = RetryPolicy(int(max_retries), float(retry_base_s), float(retry_max_s))
         self.base_url = base_url or None
         self.prices = _read_prices(prices)
         self._price: dict[str, float] | None = self.prices.get(model)
@@ -83,12 +104,46 @@ class ApiLargeLM(LargeLM):
         return params.system or self.system
 
     def _complete(self, requests: list[Request]) -> list[Completion]:
+        return self._complete_and_store(requests, None)
+
+    def _complete_and_store(
+        self, requests: list[Request], keys: list[str] | None
+    ) -> list[Completion]:
+        """Send the requests concurrently; store each reply as it arrives (under `keys`). Raises
+        `RequestsFailed` if some failed for good, `BackendError` at once on a fatal error."""
+        self._prepare(requests)
+
+        async def one(client: Any, i: int) -> Completion:
+            c = await with_retries(
+                self.retry, lambda: self._call(client, requests[i]), self._api_errors
+            )
+            # Committed before anything else can go wrong: this reply is paid for.
+            if self.cache is not None and keys is not None:
+                self.cache.put_many([(keys[i], _cache_value(c))])
+            self._account_cost([c])
+            return c
+
         try:
-            completions = run_bounded(self._make_client, self._call, requests, self.max_concurrency)
+            outcomes = run_settled(
+                self._make_client,
+                one,
+                range(len(requests)),
+                self.max_concurrency,
+                fatal=is_fatal,
+                catch=self._api_errors,
+            )
         except self._api_errors as err:
-            raise api_error(self.backend, self.model, err, self.max_retries) from None
-        self._account_cost(completions)
-        return completions
+            raise api_error(self.backend, self.model, err, _retries(err)) from None
+        errors = {i: o for i, o in enumerate(outcomes) if isinstance(o, BaseException)}
+        if not errors:
+            return outcomes  # type: ignore[return-value]
+        raise RequestsFailed(
+            {i: o for i, o in enumerate(outcomes) if i not in errors},
+            {i: error_reason(e, _retries(e)) for i, e in errors.items()},
+        )
+
+    def _prepare(self, requests: list[Request]) -> None:
+        """Called with the requests about to be sent together (a backend may look at them)."""
 
     def _account_cost(self, completions: Sequence[Completion], discount: float = 1.0) -> None:
         """Add the price of fresh completions (times `discount`, e.g. a batch API's) to cost_usd."""
@@ -119,39 +174,29 @@ class ApiLargeLM(LargeLM):
         """Send one request and read text and token usage from the response."""
 
 
-def api_error(backend: str, model: str, err: BaseException, max_retries: int) -> BackendError:
+def _retries(err: BaseException) -> int:
+    return int(getattr(err, "retries", 0))
+
+
+def api_error(backend: str, model: str, err: BaseException, retries: int) -> BackendError:
     """A one-line `BackendError` with the API's own message (never request headers or the key)."""
-    status = getattr(err, "status_code", None)
-    message = _one_line(_api_message(err))
-    where = f"{backend} large LM {model!r}"
-    if status in (400, 403) and any(w in message.lower() for w in _BILLING_WORDS):
-        return BackendError(f"{where}: billing problem (HTTP {status}): {message}")
+    return BackendError(f"{backend} large LM {model!r}: {error_reason(err, retries)}")
+
+
+def error_reason(err: BaseException, retries: int) -> str:
+    """Why a request failed, on one line: the status, the retries made, the API's message."""
+    status = status_of(err)
+    message = message_of(err)
+    if status in (400, 403) and any(w in message.lower() for w in BILLING_WORDS):
+        return f"billing problem (HTTP {status}): {message}"
     if status == 401:
-        return BackendError(
-            f"{where}: authentication failed (HTTP 401), check the API key: {message}"
-        )
-    if status is not None and (status in (408, 409, 429) or status >= 500):
-        return BackendError(f"{where}: HTTP {status} after {max_retries} retries: {message}")
+        return f"authentication failed (HTTP 401), check the API key: {message}"
+    if status is not None and is_retryable(err):
+        return f"HTTP {status} after {retries} retries: {message}"
     if status is not None:
-        return BackendError(f"{where}: HTTP {status}: {message}")
-    # No status: connection refused, timeout; the SDK retried these too.
-    kind = type(err).__name__
-    return BackendError(f"{where}: {kind} after {max_retries} retries: {message}")
-
-
-def _api_message(err: BaseException) -> str:
-    body = getattr(err, "body", None)
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping) and inner.get("message"):
-            return str(inner["message"])
-        if isinstance(inner, str) and inner:
-            return inner
-    return str(getattr(err, "message", None) or err) or type(err).__name__
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+        return f"HTTP {status}: {message}"
+    # No status: connection refused, timeout; retried too.
+    return f"{type(err).__name__} after {retries} retries: {message}"
 
 
 # Prompt-cache prices relative to the input price when a table gives none (Anthropic's 5-minute

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
+from lmgcot.errors import BackendError
 from lmgcot.llm.cache import CallCache, cache_key
 
 
@@ -49,6 +50,15 @@ class Completion:
     cached: bool = False  # served from the call cache (no call made)
     cache_read_tokens: int = 0  # input read from the API's prompt cache
     cache_write_tokens: int = 0  # input written to the API's prompt cache
+
+
+class RequestsFailed(Exception):
+    """Some requests of a chunk failed for good while the others were answered (and stored):
+    `done` maps positions in the chunk to completions, `errors` positions to one-line reasons."""
+
+    def __init__(self, done: dict[int, Completion], errors: dict[int, str]):
+        super().__init__(f"{len(errors)} requests failed")
+        self.done, self.errors = done, errors
 
 
 @dataclass
@@ -160,6 +170,8 @@ class LargeLM(ABC):
         todo = list(missing)
         # Calls another process (a parallel job on the same cache) is making: waited for, not paid.
         elsewhere: list[int] = []
+        failed: dict[int, str] = {}  # request index -> why it failed for good
+        answered = 0
         while todo or elsewhere:
             if not todo:
                 found = self._await_others([keys[i] for i in elsewhere])
@@ -188,26 +200,46 @@ class LargeLM(ABC):
                 fresh = self._complete_and_store(
                     [requests[i] for i in chunk], [keys[i] for i in chunk]
                 )
+                done, errors = dict(enumerate(fresh)), {}
+            except RequestsFailed as err:
+                done, errors = err.done, err.errors
             finally:
                 if self.cache is not None:
                     self.cache.release([keys[i] for i in chunk])
-            elapsed = time.perf_counter() - t0
-            for i, c in zip(chunk, fresh):
+            for pos, reason in errors.items():
+                failed.setdefault(chunk[pos], reason)
+            fresh = list(done.values())
+            for pos, c in done.items():
+                i = chunk[pos]
                 results[i] = c
                 for j in waiting[keys[i]][1:]:
                     results[j] = Completion(c.text, c.input_tokens, c.output_tokens, True)
             self.usage.add(
                 stage,
-                calls=len(chunk),
-                seconds=elapsed,
+                calls=len(fresh),
+                seconds=time.perf_counter() - t0,
                 input_tokens=sum(c.input_tokens for c in fresh),
                 output_tokens=sum(c.output_tokens for c in fresh),
                 cache_read_tokens=sum(c.cache_read_tokens for c in fresh),
                 cache_write_tokens=sum(c.cache_write_tokens for c in fresh),
             )
+            answered += len(fresh)
+            if errors and not answered:
+                break  # nothing has worked yet: sending the rest would only repeat the failure
             bar.update(len(chunk))
         bar.close()
+        if failed:
+            raise BackendError(self._failure_line(failed, len(missing), len(todo) + len(elsewhere)))
         return results  # type: ignore[return-value]
+
+    def _failure_line(self, failed: dict[int, str], n_missing: int, n_unsent: int) -> str:
+        """One line for the end of a stage some of whose requests failed for good."""
+        stopped = f", {n_unsent} not sent after the first ones all failed" if n_unsent else ""
+        return (
+            f"{self.backend} large LM {self.model!r}: {len(failed)} of {n_missing} requests "
+            f"failed{stopped} (every answer received is cached; a rerun sends only the rest); "
+            f"first: {next(iter(failed.values()))}"
+        )
 
     def _await_others(self, keys: list[str], poll_s: float = 0.2) -> dict[str, dict]:
         """Wait until every key is stored or no longer claimed by another process; the stored ones."""
@@ -223,7 +255,7 @@ class LargeLM(ABC):
             time.sleep(poll_s)
 
     def _chunk_size(self) -> int:
-        """Cache misses sent to `_complete_and_store` at once (and lost at most if it fails)."""
+        """Cache misses sent to `_complete_and_store` at once."""
         return self.batch_size
 
     def _complete_and_store(self, requests: list[Request], keys: list[str]) -> list[Completion]:

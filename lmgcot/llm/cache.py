@@ -2,8 +2,9 @@
 
 A key covers backend, model, full prompt, every generation parameter and the sample index, so a
 re-run (or another run of a sweep) never pays for the same call twice and temperature > 0 samples
-stay distinct. Each batch of results is committed in one transaction: a killed process loses at
-most the batch in flight and never leaves a corrupt file.
+stay distinct. The API backends commit each reply as it arrives (the local ones a chunk at a time):
+a killed process loses at most the calls whose replies had not arrived and never leaves a corrupt
+file. A file SQLite cannot read is named with what to do (`CacheCorrupt`); a missing one is created.
 
 Processes sharing the file (the jobs of a sweep) also share the work in flight: before computing
 calls, a process claims their keys (`claim`); keys another live process has claimed are waited for
@@ -13,6 +14,7 @@ process that died is taken over (at once on the same host, after `claim_timeout_
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,6 +25,31 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from lmgcot.errors import BackendError
+
+
+class CacheCorrupt(BackendError):
+    """The call-cache file is not a readable SQLite database."""
+
+
+def _named_if_corrupt(method):
+    """Turn SQLite's "malformed" / "not a database" errors into one line naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as err:
+            if (
+                isinstance(err, sqlite3.OperationalError)
+                or "malformed" not in str(err)
+                and ("not a database" not in str(err))
+            ):
+                raise
+            raise self.corrupt(err) from None
+
+    return wrapper
 
 
 def cache_key(**parts) -> str:
@@ -62,14 +89,31 @@ class CallCache:
                     " host TEXT NOT NULL, pid INTEGER NOT NULL, at REAL NOT NULL)"
                 )
                 return
-            except sqlite3.OperationalError as err:
+            except sqlite3.DatabaseError as err:
                 if "locked" not in str(err) and "busy" not in str(err):
-                    raise
+                    raise self.corrupt(err) from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
 
+    def corrupt(self, err: BaseException) -> Exception:
+        """The one-line error for a cache file SQLite cannot read."""
+        return CacheCorrupt(
+            f"call cache {self.path} is unreadable ({' '.join(str(err).split())}): move it aside "
+            f"(mv {self.path} {self.path}.corrupt) to start a fresh cache, or point "
+            "paths.cache_dir elsewhere; `sqlite3 FILE .recover` may save its calls"
+        )
+
+    def check(self) -> str:
+        """SQLite's full integrity check: 'ok' or the first problem it found."""
+        with self._lock:
+            try:
+                return self._conn.execute("PRAGMA integrity_check").fetchone()[0]
+            except sqlite3.DatabaseError as err:
+                return str(err)
+
+    @_named_if_corrupt
     def get_many(self, keys: Sequence[str]) -> dict[str, dict]:
         out: dict[str, dict] = {}
         with self._lock:
@@ -85,6 +129,7 @@ class CallCache:
     def get(self, key: str) -> dict | None:
         return self.get_many([key]).get(key)
 
+    @_named_if_corrupt
     def put_many(self, items: Iterable[tuple[str, dict]]) -> None:
         rows = [(k, json.dumps(v, ensure_ascii=False)) for k, v in items]
         if not rows:
@@ -102,6 +147,7 @@ class CallCache:
                 self._conn.execute("ROLLBACK")
                 raise
 
+    @_named_if_corrupt
     def claim(self, keys: Sequence[str]) -> tuple[list[str], list[str]]:
         """Claim keys for computing: (claimed now by this cache, being computed by another live
         process). Keys whose result is already stored are in neither list."""
@@ -148,6 +194,7 @@ class CallCache:
                 raise
         return mine, theirs
 
+    @_named_if_corrupt
     def held_elsewhere(self, keys: Sequence[str]) -> list[str]:
         """The keys, not yet stored, that another live process has claimed (a read, no claim)."""
         now = time.time()

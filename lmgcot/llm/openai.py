@@ -46,7 +46,7 @@ class OpenAILargeLM(ApiLargeLM):
             api_key=self._api_key,
             base_url=self.base_url,
             timeout=self.timeout_s,
-            max_retries=self.max_retries,
+            max_retries=0,  # retried by lmgcot.llm.retry, with our backoff and count
         )
 
     async def _call(self, client: openai.AsyncOpenAI, request: Request) -> Completion:
