@@ -85,6 +85,8 @@ class FakeApiServer:
     failing_status: int = 400
     # 200 replies sent, per body (what a real API would have billed).
     paid: dict[str, int] = field(default_factory=dict)
+    # (time, body key) of each 200 Messages / chat reply once its bytes were written.
+    sent: list[tuple[float, str]] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     max_in_flight: int = 0
     batches: dict[str, dict] = field(default_factory=dict)
@@ -143,6 +145,7 @@ class FakeApiServer:
             self.batches.clear()
             self.billed.clear()
             self.paid.clear()
+            self.sent.clear()
             self._prefixes.clear()
 
     # -- answering --------------------------------------------------------------------------
@@ -383,6 +386,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
+        self.wfile.flush()
+        if status == 200 and self.path in ("/v1/messages", "/v1/chat/completions"):
+            key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            with self.server_state._lock:
+                self.server_state.sent.append((time.time(), key))
 
     def log_message(self, format, *args) -> None:  # noqa: A002 (base class signature)
         pass  # quiet test output

@@ -196,6 +196,8 @@ def test_transport_keys_are_the_fingerprints_exclusions():
             "max_concurrency",
             "timeout_s",
             "max_retries",
+            "retry_base_s",
+            "retry_max_s",
             "base_url",
             "prices",
             "prompt_caching",

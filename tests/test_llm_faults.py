@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import config_group
 from fake_api_server import FakeApiServer
+from omegaconf import OmegaConf
 
 from lmgcot.errors import BackendError
 from lmgcot.llm.anthropic import AnthropicLargeLM
@@ -23,6 +24,7 @@ from lmgcot.llm.base import GenerationParams
 from lmgcot.llm.cache import CacheCorrupt, CallCache
 from lmgcot.llm.openai import OpenAILargeLM
 from lmgcot.llm.retry import MAX_RETRY_AFTER_S, RetryPolicy, is_fatal, is_retryable
+from lmgcot.pipeline.builders import build
 
 pytestmark = pytest.mark.unit
 
@@ -73,6 +75,13 @@ def test_the_default_retry_budget_survives_30_percent_faults_over_10000_requests
     assert RetryPolicy().max_retries == default
     # P(some request of 10,000 fails) when each attempt fails with probability 0.3.
     assert 10_000 * 0.3 ** (default + 1) < 0.01
+
+
+def test_the_retry_settings_come_from_the_config(server):
+    overrides = ("large_lm.max_retries=3", "large_lm.retry_base_s=0.001")
+    node = OmegaConf.create(config_group("large_lm", "openai", *overrides))
+    lm = build(node, "large_lm", cache=None, base_url=f"{server.url}/v1")
+    assert lm.retry == RetryPolicy(max_retries=3, base_s=0.001, max_s=60.0)
 
 
 @pytest.mark.parametrize("status", [400, 500])

@@ -113,6 +113,8 @@ RANGES: dict[str, Range] = {
             "rl.clip_range_value",
             "trainer.val_check_interval",
             "large_lm.timeout_s",
+            "large_lm.retry_base_s",
+            "large_lm.retry_max_s",
             "large_lm.batch_poll_s",
         ),
         POSITIVE,

@@ -111,6 +111,8 @@ class APILMConfig(LargeLMConfig):
     system: str | None = MISSING
     timeout_s: Number = transport()
     max_retries: int = transport()
+    retry_base_s: Number = transport()
+    retry_max_s: Number = transport()
     base_url: str | None = transport()
     prices: dict[str, Any] = transport()
 
