@@ -4,7 +4,7 @@
     python benchmarks/rl_transfer.py --student RUN/distill/student --prompts fixed:64
 
 Takes a distilled student of the offline default (synthetic data, simulated large LM, `reward=task`)
-and runs the refine stage's RL (`RationaleRefiner`, settings from `conf/rl/default.yaml` unless
+and runs the refine stage's RL (`RationaleRefiner`, settings from `lmgcot/conf/rl/default.yaml` unless
 overridden) with one of three prompt sets:
 
 - `train`: the train questions, as the refine stage does (the student was distilled on them);

@@ -189,7 +189,7 @@ def greedy_lowercase(refiner: RationaleRefiner, prompts: list[str]) -> float:
 @pytest.mark.stage
 @pytest.mark.slow
 def test_default_estimator_raises_a_held_out_toy_reward(tmp_path: Path) -> None:
-    """The default algorithm (conf/rl/default.yaml: its estimator, k, aggregation and KL placement)
+    """The default algorithm (lmgcot/conf/rl/default.yaml: its estimator, k, aggregation and KL placement)
     raises the greedy lowercase share on prompts it never trained on."""
     refiner = refiner_from_config(rollout_batch_size=16, minibatch_size=16)
     assert refiner.algorithm != "ppo" and refiner.samples_per_question >= 2

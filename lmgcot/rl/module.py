@@ -141,7 +141,7 @@ class RationaleRefiner(
         optimizer: Callable[..., torch.optim.Optimizer],
         **kwargs: Any,
     ) -> RationaleRefiner:
-        """From the `rl` config group (conf/rl/default.yaml); `kwargs` add or override arguments
+        """From the `rl` config group (lmgcot/conf/rl/default.yaml); `kwargs` add or override arguments
         the config does not hold (max_source_length, sample_logger, weighted_components, ...)."""
         kl_controller = kwargs.pop("kl_controller", kl_controller_from_config(rl["kl"]))
         sample_logger = kwargs.pop("sample_logger", None)

@@ -1,5 +1,5 @@
 """`RefinerSettings`: the hyper-parameters of `RationaleRefiner`, checked once, and their reading
-from the `rl` config group (conf/rl/default.yaml)."""
+from the `rl` config group (lmgcot/conf/rl/default.yaml)."""
 
 from __future__ import annotations
 
