@@ -195,42 +195,54 @@ class LargeLM(ABC):
                 chunk = [i for i in chunk if keys[i] in owned]
                 if not chunk:
                     continue
-            t0 = time.perf_counter()
-            try:
-                fresh = self._complete_and_store(
-                    [requests[i] for i in chunk], [keys[i] for i in chunk]
-                )
-                done, errors = dict(enumerate(fresh)), {}
-            except RequestsFailed as err:
-                done, errors = err.done, err.errors
-            finally:
-                if self.cache is not None:
-                    self.cache.release([keys[i] for i in chunk])
-            for pos, reason in errors.items():
-                failed.setdefault(chunk[pos], reason)
-            fresh = list(done.values())
-            for pos, c in done.items():
-                i = chunk[pos]
-                results[i] = c
-                for j in waiting[keys[i]][1:]:
-                    results[j] = Completion(c.text, c.input_tokens, c.output_tokens, True)
-            self.usage.add(
-                stage,
-                calls=len(fresh),
-                seconds=time.perf_counter() - t0,
-                input_tokens=sum(c.input_tokens for c in fresh),
-                output_tokens=sum(c.output_tokens for c in fresh),
-                cache_read_tokens=sum(c.cache_read_tokens for c in fresh),
-                cache_write_tokens=sum(c.cache_write_tokens for c in fresh),
-            )
-            answered += len(fresh)
-            if errors and not answered:
+            answered += self._run_chunk(chunk, requests, keys, waiting, results, failed)
+            if failed and not answered:
                 break  # nothing has worked yet: sending the rest would only repeat the failure
             bar.update(len(chunk))
         bar.close()
         if failed:
             raise BackendError(self._failure_line(failed, len(missing), len(todo) + len(elsewhere)))
         return results  # type: ignore[return-value]
+
+    def _run_chunk(
+        self,
+        chunk: list[int],
+        requests: Sequence[Request],
+        keys: list[str],
+        waiting: dict[str, list[int]],
+        results: list[Completion | None],
+        failed: dict[int, str],
+    ) -> int:
+        """Send one chunk of claimed cache misses; fill `results` (and the repeats of each request)
+        and `failed`; the number answered."""
+        stage = self._stage
+        t0 = time.perf_counter()
+        try:
+            fresh = self._complete_and_store([requests[i] for i in chunk], [keys[i] for i in chunk])
+            done, errors = dict(enumerate(fresh)), {}
+        except RequestsFailed as err:
+            done, errors = err.done, err.errors
+        finally:
+            if self.cache is not None:
+                self.cache.release([keys[i] for i in chunk])
+        for pos, reason in errors.items():
+            failed.setdefault(chunk[pos], reason)
+        for pos, c in done.items():
+            i = chunk[pos]
+            results[i] = c
+            for j in waiting[keys[i]][1:]:
+                results[j] = Completion(c.text, c.input_tokens, c.output_tokens, True)
+        got = list(done.values())
+        self.usage.add(
+            stage,
+            calls=len(got),
+            seconds=time.perf_counter() - t0,
+            input_tokens=sum(c.input_tokens for c in got),
+            output_tokens=sum(c.output_tokens for c in got),
+            cache_read_tokens=sum(c.cache_read_tokens for c in got),
+            cache_write_tokens=sum(c.cache_write_tokens for c in got),
+        )
+        return len(got)
 
     def _failure_line(self, failed: dict[int, str], n_missing: int, n_unsent: int) -> str:
         """One line for the end of a stage some of whose requests failed for good."""
