@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 
 import hydra
+import hydra._internal.utils as hydra_utils
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from lmgcot.config import register
 from lmgcot.errors import LmgcotError
@@ -15,6 +24,10 @@ from lmgcot.errors import LmgcotError
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 # The group options extend these schemas; anything composing CONFIG_DIR imports this module first.
 register()
+# httpx and the API clients log every request and retry at INFO (117 lines for 40 calls), which
+# buries the pipeline's own log; their warnings still show.
+for _name in ("httpx", "httpcore", "anthropic", "openai"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -23,10 +36,11 @@ def _main(cfg: DictConfig) -> float | None:
 
     try:
         results = run(cfg)
-    except LmgcotError as err:
-        for line in str(err).splitlines():  # one line per bad value
-            print(f"lmgcot: error: {line}", file=sys.stderr)
-        sys.exit(2)
+    except USER_ERRORS as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        _drop_empty_run_dir(cfg.paths.output_dir)
+        fail(err)
     objective = cfg.get("objective")
     if objective:
         value = lookup(results, str(objective))
@@ -55,8 +69,121 @@ def lookup(results: dict, path: str):
     return node
 
 
+# What a user can fix (a value, a file, the disk), as opposed to a bug in lmgcot: one line, exit 2.
+USER_ERRORS = (LmgcotError, OSError, RecursionError)
+# Lines of Hydra's and OmegaConf's messages that point at internals rather than at the input.
+_NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment", "See https")
+
+
+def fail(err: BaseException) -> None:
+    """Print `err` as `lmgcot: error: ...` lines (one per bad value) and exit 2."""
+    for line in describe(err).splitlines():
+        print(f"lmgcot: error: {line}", file=sys.stderr)
+    sys.exit(2)
+
+
+def describe(err: BaseException) -> str:
+    """What went wrong with the input, without a traceback: one line (several only for an
+    LmgcotError listing several bad values)."""
+    if isinstance(err, LmgcotError):
+        return str(err)
+    if isinstance(err, MissingConfigException):  # an IOError too: before OSError
+        first = _flatten(str(err).split("Available options")[0])
+        options = ", ".join(err.options or [])
+        group = (err.missing_cfg_file or "").rpartition("/")[0]
+        return f"{first}; Available options in '{group}': {options}" if options else first
+    if isinstance(err, OverrideParseException):
+        return f"{err.override}: bad override syntax: {_flatten(err.message)}"
+    if isinstance(err, (HydraException, OmegaConfBaseException)):
+        cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else None
+        return _flatten("\n".join(str(e) for e in (err, cause) if e))
+    if isinstance(err, OSError):
+        return _describe_os_error(err)
+    if isinstance(err, RecursionError):
+        return "input nested too deeply to read (RecursionError); set HYDRA_FULL_ERROR=1 for where"
+    return _flatten(f"{type(err).__name__}: {err}")
+
+
+def _describe_os_error(err: OSError) -> str:
+    where = f"{err.filename}: " if err.filename else ""
+    problem = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        return (
+            f"{where}{problem}: free some space (or set paths.output_dir elsewhere) and run the "
+            "same command again; finished stages are reused"
+        )
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (
+            f"{where}{problem}: lmgcot writes under paths.output_dir (LMGCOT_ROOT/outputs by "
+            "default); point it at a writable directory"
+        )
+    return f"{where}{problem}"
+
+
+def _flatten(text: str) -> str:
+    lines = [line.strip() for line in text.split("Config search path")[0].splitlines()]
+    return "; ".join(line.rstrip(".") for line in lines if line and not line.startswith(_NOISE))
+
+
+def _drop_empty_run_dir(output_dir: str) -> None:
+    """A run stopped before any work leaves no run directory: while it holds nothing but what Hydra
+    wrote (.hydra/, the job's log), remove those, then the directory and its parent (the date
+    folder) where left empty. Only Hydra's files go: hydra.run.dir=. must not lose anything."""
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # no Hydra run (the pipeline called from a test's compose)
+        return
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    ours = {".hydra", f"{hydra_cfg.job.name}.log"}
+    if not run_dir.is_dir() or any(p.name not in ours for p in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (run_dir / f"{hydra_cfg.job.name}.log").unlink(missing_ok=True)
+        run_dir.rmdir()
+        # Then the folders above it Hydra made (runs/<date>, up to paths.output_dir): rmdir
+        # fails, and they stay, once another run or the cache is in them.
+        top = Path(output_dir).resolve()
+        for parent in run_dir.resolve().parents:
+            if parent != top and top not in parent.parents:
+                break
+            parent.rmdir()
+
+
+@contextlib.contextmanager
+def _one_line_composition_errors():
+    """Hydra reports a composition error (unknown group option or key, bad override syntax, a
+    value of the wrong type) in 7+ lines and exits 1; the CLI contract is one line and exit 2.
+    Hydra calls its module-level `run_and_report` for every step before the job runs, so the CLI
+    swaps in its own for the duration of `main`. HYDRA_FULL_ERROR=1 keeps Hydra's own (with the
+    full traceback), and errors that are no input's fault still get Hydra's report."""
+    original = hydra_utils.run_and_report
+
+    def run_and_report(func):
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return original(func)
+        try:
+            return func()
+        except (HydraException, OmegaConfBaseException, *USER_ERRORS) as err:
+            fail(err)
+        except Exception as err:  # a bug: Hydra's report, traceback included
+            bug = err
+
+            def reraise():
+                raise bug
+
+            return original(reraise)
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = original
+
+
 def main() -> None:
-    _main()
+    with _one_line_composition_errors():
+        _main()
 
 
 if __name__ == "__main__":

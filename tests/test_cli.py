@@ -144,12 +144,13 @@ class Outcome:
 
 # Runs `lmgcot.cli.main()` once per case, each in a child forked from one process that has paid
 # for the imports (torch, Lightning: ~10 s of CPU each time). A child is what the console script
-# is, less the imports: its own argv, cwd, LMGCOT_ROOT, stdout/stderr files and exit status.
+# is, less the imports: its own argv, cwd, LMGCOT_ROOT (and any other environment a case sets),
+# stdout/stderr files and exit status. A prelude (fork_runs) runs first, e.g. to inject a fault.
 _FORKING_LAUNCHER = r"""
 import json, os, sys, traceback
 import lmgcot.cli, lmgcot.pipeline  # the imports every child inherits
 children = {}
-for root, args in json.loads(sys.argv[1]):
+for root, args, env in json.loads(sys.argv[1]):
     sys.stdout.flush(); sys.stderr.flush()
     pid = os.fork()
     if pid:
@@ -157,6 +158,7 @@ for root, args in json.loads(sys.argv[1]):
         continue
     os.chdir(root)
     os.environ["LMGCOT_ROOT"] = root
+    os.environ.update(env)
     for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
         os.dup2(os.open(os.path.join(root, "..", os.path.basename(root) + "." + name),
                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
@@ -179,20 +181,21 @@ print(json.dumps(codes))
 """
 
 
-@pytest.fixture(scope="module")
-def failing_runs(tmp_path_factory):
-    """Every failing run, each in its own forked process (see _FORKING_LAUNCHER)."""
-    base = tmp_path_factory.mktemp("failing")
-    bad_json = base / "hotpot_bad.json"
-    bad_json.write_text('[{"_id": "a", "question": "Who?", ')
-    args = {override: [override, *QUICK] for override in BAD_VALUES}
-    args[MALFORMED] = ["dataset=hotpotqa", f"dataset.path={bad_json}", *TINY_STUDENT]
+def fork_runs(
+    base: Path,
+    args: dict[str, list[str]],
+    envs: dict[str, dict[str, str]] | None = None,
+    prelude: str = "",
+) -> dict[str, Outcome]:
+    """`lmgcot *args[name]` for every case, each in its own forked process (_FORKING_LAUNCHER) with
+    its own root under `base` and the environment `envs[name]` on top of the offline one."""
+    envs = envs or {}
     roots = {name: base / f"r{i}" for i, name in enumerate(args)}
     for root in roots.values():
         root.mkdir()
-    cases = json.dumps([[str(roots[name]), a] for name, a in args.items()])
+    cases = json.dumps([[str(roots[name]), a, envs.get(name, {})] for name, a in args.items()])
     launcher = subprocess.run(
-        [sys.executable, "-c", _FORKING_LAUNCHER, cases],
+        [sys.executable, "-c", prelude + _FORKING_LAUNCHER, cases],
         cwd=base,
         env=_env(base),
         capture_output=True,
@@ -205,6 +208,18 @@ def failing_runs(tmp_path_factory):
     for name, root in roots.items():
         out, err = (base / f"{root.name}.{s}.txt" for s in ("stdout", "stderr"))
         outcomes[name] = Outcome(root, codes[str(root)], out.read_text(), err.read_text())
+    return outcomes
+
+
+@pytest.fixture(scope="module")
+def failing_runs(tmp_path_factory):
+    """Every failing run, each in its own forked process (see _FORKING_LAUNCHER)."""
+    base = tmp_path_factory.mktemp("failing")
+    bad_json = base / "hotpot_bad.json"
+    bad_json.write_text('[{"_id": "a", "question": "Who?", ')
+    args = {override: [override, *QUICK] for override in BAD_VALUES}
+    args[MALFORMED] = ["dataset=hotpotqa", f"dataset.path={bad_json}", *TINY_STUDENT]
+    outcomes = fork_runs(base, args)
     outcomes[MALFORMED].bad_file = bad_json
     return outcomes
 

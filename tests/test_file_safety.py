@@ -92,3 +92,26 @@ def test_the_trainer_saves_through_the_atomic_writer(compose_cfg, tmp_path):
     cfg = compose_cfg()
     trainer, _ = build_trainer(cfg.trainer, StageDir(tmp_path / "distill"), [], None, "min")
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_a_run_counted_in_steps_shows_no_negative_epoch_total(compose_cfg, tmp_path):
+    cfg = compose_cfg("trainer.enable_progress_bar=true")
+    out = StageDir(tmp_path / "refine")
+    trainer, _ = build_trainer(cfg.trainer, out, [], None, "max", max_epochs=-1, max_steps=4)
+    bar = trainer.progress_bar_callback
+    bar._trainer = trainer  # what Lightning sets when fitting starts
+    description = bar._get_train_description(0) if hasattr(bar, "_get_train_description") else ""
+    assert "/-" not in description
+    trainer, _ = build_trainer(cfg.trainer, out, [], None, "max", max_epochs=3)
+    trainer.progress_bar_callback._trainer = trainer
+    if hasattr(trainer.progress_bar_callback, "_get_train_description"):
+        assert trainer.progress_bar_callback._get_train_description(0).strip() == "Epoch 0/2"
+
+
+def test_http_request_lines_stay_out_of_the_log():
+    import logging
+
+    import lmgcot.cli  # noqa: F401  (sets the levels)
+
+    for name in ("httpx", "anthropic", "openai"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO)

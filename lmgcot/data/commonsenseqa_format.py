@@ -21,6 +21,9 @@ from lmgcot.data.records import (
 )
 from lmgcot.errors import DataError
 
+# Every CommonsenseQA question has five choices; a record with fewer is a damaged copy.
+CHOICES = 5
+
 
 def read_commonsenseqa(path: str | Path) -> list[Example]:
     """Read and fully validate a CommonsenseQA JSONL file; the first problem raises `DataError`."""
@@ -57,6 +60,10 @@ def commonsenseqa_record_to_example(raw: Any, source: str, label: str) -> Exampl
             raise fail(f"{where} repeats label {letter!r}")
         labels.append(letter)
         parts.append(f"({letter}) {text.strip()}")
+    if len(labels) != CHOICES:
+        raise fail(
+            f"question.choices has {len(labels)} of the {CHOICES} choices every question has"
+        )
     if key not in labels:
         raise fail(f"answerKey {key!r} is not one of the choice labels {', '.join(labels)}")
     return Example(

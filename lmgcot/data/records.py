@@ -12,6 +12,9 @@ from typing import Any
 from lmgcot.data.example import Example
 from lmgcot.errors import DataError
 
+# Python's parser recurses once per nesting level: no record of ours nests anywhere near this.
+TOO_DEEP = "JSON nested too deeply (thousands of levels of lists or objects): not a data file"
+
 # Builds the `DataError` for one problem with one record (see `failer`).
 Fail = Callable[[str], DataError]
 
@@ -21,7 +24,8 @@ def read_text(path: Path, source: str) -> str:
     if not path.is_file():
         raise DataError(source, "file not found" if not path.exists() else "not a file")
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: editors on Windows save UTF-8 with a byte-order mark, which is no data.
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise DataError(source, f"not UTF-8 text (byte {err.start})") from None
     if not text.strip():
@@ -37,6 +41,8 @@ def load_json_list(path: Path, source: str) -> list[Any]:
         raise DataError(
             source, f"bad JSON at line {err.lineno} column {err.colno}: {err.msg}"
         ) from None
+    except RecursionError:
+        raise DataError(source, TOO_DEEP) from None
     if not isinstance(data, list):
         raise DataError(source, f"top level is {json_type(data)}, expected a list of records")
     if not data:
@@ -110,6 +116,8 @@ def load_jsonl(path: Path, source: str) -> list[tuple[int, Any]]:
             raise DataError(
                 source, f"bad JSON at column {err.colno}: {err.msg}", f"line {n}"
             ) from None
+        except RecursionError:
+            raise DataError(source, TOO_DEEP, f"line {n}") from None
     return records
 
 

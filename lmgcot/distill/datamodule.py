@@ -10,8 +10,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from transformers import PreTrainedTokenizerBase
 
+from lmgcot.errors import LmgcotError
 from lmgcot.student.batching import collate_pairs
 from lmgcot.student.objectives import TrainingPairs
+
+# Raised before any training: what the user can change, not where the code failed.
+NO_PAIRS = (
+    "distill: no training pairs: the teacher stage kept no rationale for the training split "
+    "(with teacher.filter_correct=true only rationales reaching the gold answer are kept); "
+    "raise teacher.num_samples, set teacher.filter_correct=false, or use a stronger large_lm"
+)
 
 
 class RationaleDataModule(pl.LightningDataModule):
@@ -33,7 +41,7 @@ class RationaleDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         if not train_pairs.count:
-            raise ValueError("no training pairs: the teacher stage kept no rationale")
+            raise LmgcotError(NO_PAIRS)
         self.tokenizer = tokenizer
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.group_by_length, self.num_workers, self.seed = group_by_length, num_workers, seed

@@ -122,12 +122,16 @@ def build_trainer(
     )
     # A checkpoint is written whole or not at all: resume never finds a truncated last.ckpt.
     from lmgcot.utils.checkpoints import AtomicCheckpointIO
+    from lmgcot.utils.progress import progress_bar
 
+    callbacks = [checkpoint]
+    if overrides.get("enable_progress_bar", trainer_cfg.get("enable_progress_bar", True)):
+        callbacks.append(progress_bar())  # no "Epoch 0/-2" under max_epochs=-1 (refine)
     trainer = build(
         trainer_cfg,
         "trainer",
         logger=loggers or False,
-        callbacks=[checkpoint],
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(out.path),
         num_sanity_val_steps=0,

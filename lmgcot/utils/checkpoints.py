@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
 
-from lmgcot.utils.io import file_mode
+from lmgcot.utils.io import file_mode, with_filename
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -38,6 +38,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as err:
+            Path(tmp).unlink(missing_ok=True)
+            raise with_filename(err, path) from err
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

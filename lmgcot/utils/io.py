@@ -43,10 +43,21 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise with_filename(err, path) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def with_filename(err: OSError, path: str | Path) -> OSError:
+    """`err` naming `path` when it names no file (a failed write() or fsync does not): a full
+    disk is reported with the artifact it stopped."""
+    if err.filename is not None or err.errno is None:
+        return err
+    return type(err)(err.errno, err.strerror, str(path))
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
