@@ -114,8 +114,8 @@ def _describe_os_error(err: OSError) -> str:
         )
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return (
-            f"{where}{problem}: lmgcot writes under paths.output_dir (LMGCOT_ROOT/outputs by "
-            "default); point it at a writable directory"
+            f"{where}{problem}: point paths.output_dir (LMGCOT_ROOT/outputs by default), or the "
+            "paths.* setting holding this path, at a writable directory"
         )
     return f"{where}{problem}"
 
