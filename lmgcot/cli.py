@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import logging
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from lmgcot.errors import LmgcotError
 
 # Configs ship inside the package, so a wheel install has them too.
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
 # The group options extend these schemas; anything composing CONFIG_DIR imports this module first.
 register()
 # httpx and the API clients log every request and retry at INFO (117 lines for 40 calls), which
@@ -96,7 +99,13 @@ def describe(err: BaseException) -> str:
         return f"{err.override}: bad override syntax: {_flatten(err.message)}"
     if isinstance(err, (HydraException, OmegaConfBaseException)):
         cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else None
-        return _flatten("\n".join(str(e) for e in (err, cause) if e))
+        # Hydra's "To append to your config use +key=value" leads nowhere: the config is typed,
+        # so lmgcot refuses an appended unknown key too. A near group name is the likely intent.
+        text = re.sub(r"\nTo append to your config use \S+", "", str(err))
+        missing = re.match(r"Could not override '([^'.]+)'", text)
+        near = difflib.get_close_matches(missing[1], GROUPS, n=1) if missing else []
+        hint = f"\ndid you mean the group '{near[0]}'?" if near else ""
+        return _flatten("\n".join(str(e) for e in (text, cause) if e) + hint)
     if isinstance(err, OSError):
         return _describe_os_error(err)
     if isinstance(err, RecursionError):

@@ -7,7 +7,11 @@ import errno
 import json
 
 import pytest
-from hydra.errors import MissingConfigException, OverrideParseException
+from hydra.errors import (
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from test_data_official import good_record
 from test_data_reasoning_official import commonsenseqa_record, gsm8k_record
 
@@ -78,7 +82,7 @@ def test_a_failed_write_names_its_file(tmp_path, monkeypatch):
         ),
         (
             OSError(errno.EROFS, "Read-only file system", "/ro"),
-            "/ro: Read-only file system: lmgcot",
+            "/ro: Read-only file system: point paths.output_dir",
         ),
         (OSError(errno.ENOENT, "No such file or directory", "/n"), "/n: No such file"),
         (RecursionError("maximum recursion depth"), "nested too deeply"),
@@ -87,6 +91,12 @@ def test_a_failed_write_names_its_file(tmp_path, monkeypatch):
             "Could not find 'dataset/x'; Available options in 'dataset': a, b",
         ),
         (OverrideParseException("a=[", "no viable alternative"), "a=[: bad override syntax"),
+        (
+            ConfigCompositionException(
+                "Could not override 'studnet'.\nTo append to your config use +studnet=tiny"
+            ),
+            "Could not override 'studnet'; did you mean the group 'student'?",
+        ),
     ],
 )
 def test_describe_gives_one_line(err, expected):

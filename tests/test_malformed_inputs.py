@@ -140,7 +140,7 @@ FILES: dict[str, tuple[str, str, str | bytes | None, list[str]]] = {
 
 # Overrides: name -> (arguments, needles). Hydra's composition errors and our own checks alike.
 OVERRIDES: dict[str, tuple[list[str], list[str]]] = {
-    "misspelt group": (["studnet=tiny"], ["studnet"]),
+    "misspelt group": (["studnet=tiny"], ["studnet", "did you mean the group 'student'"]),
     "unknown group option": (["dataset=hotpot"], ["dataset/hotpot", "hotpotqa"]),
     "unknown experiment": (["experiment=nope"], ["experiment/nope"]),
     "appended unknown key": (["+typo=1"], ["typo", "unknown key"]),
