@@ -194,23 +194,19 @@ def test_a_missing_anthropic_key_fails_at_construction(monkeypatch, server, valu
     assert server.requests == []
 
 
-@pytest.mark.slow
-def test_concurrent_calls_are_faster_than_serial_ones(server):
-    # The figure itself is benchmarks/api_concurrency.py's; this bound only catches serialisation.
-    server.latency_s = 0.1
+def test_concurrent_calls_overlap_up_to_the_limit(server):
+    # Counted at the server, not timed: the speed-up itself is benchmarks/api_concurrency.py's.
+    server.latency_s = 0.05
     prompts = [f"slow prompt {i}" for i in range(64)]
-    elapsed = {}
+    in_flight = {}
     for concurrency in (1, 16):
         server.reset()
         lm = make_lm("anthropic", server, max_concurrency=concurrency, batch_size=64)
-        t0 = time.perf_counter()
         results = lm.generate(prompts, GREEDY)
-        elapsed[concurrency] = time.perf_counter() - t0
         assert texts(results) == [expected("anthropic", p) for p in prompts]
-        assert server.max_in_flight <= concurrency
-    ratio = elapsed[1] / elapsed[16]
-    print(f"concurrency speed-up 16 vs 1: {ratio:.1f}x ({elapsed[1]:.2f}s vs {elapsed[16]:.2f}s)")
-    assert ratio >= 4.0
+        in_flight[concurrency] = server.max_in_flight
+    assert in_flight[1] == 1
+    assert 8 <= in_flight[16] <= 16
 
 
 def test_cost_accumulates_over_fresh_calls_from_the_price_table(server, tmp_path):

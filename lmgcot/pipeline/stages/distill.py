@@ -10,8 +10,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lmgcot.artifacts import StageDir
-from lmgcot.distill.datamodule import RationaleDataModule
+from lmgcot.distill.datamodule import NO_PAIRS, RationaleDataModule
 from lmgcot.distill.module import RationaleDistiller
+from lmgcot.errors import LmgcotError
 from lmgcot.pipeline.builders import build_student, build_trainer
 from lmgcot.pipeline.stage import Stage
 from lmgcot.pipeline.stages.teacher import read_rationales
@@ -37,6 +38,9 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
     d = cfg.distill
     objective = OBJECTIVES[d.objective]
     pairs = {split: training_pairs(ctx, cfg, split) for split in ("train", "val")}
+    if not pairs["train"].count:
+        # Before a from-scratch tokenizer is trained on an empty corpus.
+        raise LmgcotError(NO_PAIRS)
     # A from-scratch tokenizer (student.tokenizer=bpe) learns its vocabulary from the training pairs.
     student = build_student(cfg.student, cfg.seed, corpus=pairs["train"].texts())
     datamodule = RationaleDataModule(
