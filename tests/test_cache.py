@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lmgcot.errors import BackendError
 from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request
 from lmgcot.llm.cache import CallCache
 
@@ -399,3 +400,44 @@ def test_a_claim_left_by_a_dead_process_is_taken_over(tmp_path, cache_path):
     t0 = time.perf_counter()
     lm2.generate(["held"], GenerationParams())
     assert 0.4 < time.perf_counter() - t0 < 10 and lm2.served == 1
+
+
+class _FailingConnection:
+    """Stands in for a connection on a full disk: SQLite's own error, raised on every statement."""
+
+    def __init__(self, message: str, kind=sqlite3.OperationalError):
+        self.message, self.kind = message, kind
+
+    def execute(self, *args, **kwargs):
+        raise self.kind(self.message)
+
+
+@pytest.mark.parametrize(
+    ("message", "kind", "error", "says"),
+    [
+        ("database or disk is full", sqlite3.OperationalError, "CacheUnusable", "writable"),
+        (
+            "attempt to write a readonly database",
+            sqlite3.OperationalError,
+            "CacheUnusable",
+            "writable",
+        ),
+        (
+            "database disk image is malformed",
+            sqlite3.DatabaseError,
+            "CacheCorrupt",
+            "move it aside",
+        ),
+    ],
+)
+def test_sqlite_errors_on_the_cache_are_one_line_naming_the_file(
+    tmp_path, message, kind, error, says
+):
+    cache = CallCache(tmp_path / "calls.sqlite")
+    cache._conn = _FailingConnection(message, kind)
+    with pytest.raises(BackendError) as info:
+        cache.get_many(["k"])
+    assert type(info.value).__name__ == error
+    line = str(info.value)
+    assert "\n" not in line and str(tmp_path / "calls.sqlite") in line
+    assert message in line and says in line

@@ -29,25 +29,24 @@ from pathlib import Path
 from lmgcot.errors import BackendError
 
 
+class CacheUnusable(BackendError):
+    """The cache file cannot be written or locked (read-only, disk full, lock timeout)."""
+
+
 class CacheCorrupt(BackendError):
     """The call-cache file is not a readable SQLite database."""
 
 
 def _named_if_corrupt(method):
-    """Turn SQLite's "malformed" / "not a database" errors into one line naming the file."""
+    """Turn SQLite's errors into one line naming the file: "malformed" / "not a database" as a
+    corrupt cache, the others (read-only file, full disk, lock timeout) as what they are."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except sqlite3.DatabaseError as err:
-            if (
-                isinstance(err, sqlite3.OperationalError)
-                or "malformed" not in str(err)
-                and ("not a database" not in str(err))
-            ):
-                raise
-            raise self.corrupt(err) from None
+            raise self.failure(err) from None
 
     return wrapper
 
@@ -91,11 +90,22 @@ class CallCache:
                 return
             except sqlite3.DatabaseError as err:
                 if "locked" not in str(err) and "busy" not in str(err):
-                    raise self.corrupt(err) from None
+                    raise self.failure(err) from None
                 if time.monotonic() > deadline:
-                    raise
+                    raise self.failure(err) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    def failure(self, err: sqlite3.DatabaseError) -> Exception:
+        """The one-line error for an SQLite error on the cache file."""
+        if isinstance(err, sqlite3.OperationalError) or not (
+            "malformed" in str(err) or "not a database" in str(err)
+        ):
+            return CacheUnusable(
+                f"call cache {self.path}: {' '.join(str(err).split())} (is paths.cache_dir "
+                "writable, with space left, and not on a file system without locks?)"
+            )
+        return self.corrupt(err)
 
     def corrupt(self, err: BaseException) -> Exception:
         """The one-line error for a cache file SQLite cannot read."""
