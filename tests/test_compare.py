@@ -7,6 +7,7 @@ import io
 import json
 import math
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +196,10 @@ def test_cli_logs_the_comparison_to_wandb_offline(sweep, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     assert main([str(sweep), "--n-boot", "200", "--wandb"]) == 0
     [record] = (sweep / "wandb").glob("offline-run-*/run-*.wandb")
-    data = record.read_bytes()
+    # W&B's service process may still be writing the file on a loaded machine: wait for it.
+    deadline = time.monotonic() + 60
+    while b"comparison/plot" not in (data := record.read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert b"comparison/table" in data and b"comparison/plot" in data
     assert sweep.name.encode() in data  # the group: no sweep_name in these runs, so the dir's name
 

@@ -78,3 +78,31 @@ def test_a_method_added_as_one_entry_runs_end_to_end(compose_cfg, tmp_path):
                 "evaluation.methods=[lm_guided_kd_beam]",
             )
         )
+
+
+@pytest.mark.stage
+@pytest.mark.slow
+def test_a_refine_that_kept_the_distilled_student_is_not_evaluated_twice(compose_cfg, monkeypatch):
+    """lm_guided_rl shares lm_guided_kd's recipe: when refine exported the distilled student
+    unchanged, the rl rows are the kd predictions, not a second round of generation."""
+    from lmgcot.eval import methods
+
+    calls: list[str] = []
+    real = methods._student_outputs
+
+    def counting(ctx, name, *args, **kwargs):
+        calls.append(name)
+        return real(ctx, name, *args, **kwargs)
+
+    monkeypatch.setattr(methods, "_student_outputs", counting)
+    results = run(
+        compose_cfg(
+            "evaluation.methods=[lm_guided_kd,lm_guided_rl]", "evaluation.rationale_quality=false"
+        )
+    )
+    assert results["refine"]["selected"] == "distilled"  # what this tiny config's refine does
+    assert calls == ["lm_guided_kd"]
+    assert results["methods"]["lm_guided_rl"] == results["methods"]["lm_guided_kd"]
+    run_dir = compose_cfg().paths.run_dir
+    kd = read_jsonl(f"{run_dir}/eval/lm_guided_kd.jsonl")
+    assert read_jsonl(f"{run_dir}/eval/lm_guided_rl.jsonl") == kd

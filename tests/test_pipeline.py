@@ -82,8 +82,12 @@ def test_changed_evaluation_config_redoes_only_that(compose_cfg):
         )
     )
     assert redone["methods"]["lm_guided_kd_sc"]["n"] == 8
-    # Three guided calls per test question for each voted method; the others are reused.
-    assert redone["llm"]["calls"] + redone["llm"]["cache_hits"] == 8 * 3 * 2
+    # Three guided calls per test question for the voted kd method; the others are reused from
+    # disk, and lm_guided_rl_sc takes lm_guided_kd_sc's new predictions: this tiny run's refine
+    # exported the distilled student unchanged.
+    assert redone["refine"]["selected"] == "distilled"
+    assert redone["llm"]["calls"] + redone["llm"]["cache_hits"] == 8 * 3
+    assert redone["methods"]["lm_guided_rl_sc"] == redone["methods"]["lm_guided_kd_sc"]
 
 
 def test_evaluate_alone_without_a_student_is_one_clear_error(compose_cfg):

@@ -78,6 +78,13 @@ class Method:
     uses_large_lm: bool = True
     # Listed in evaluation.methods by default (the LM-Guided CoT paper's table).
     paper: bool = False
+    # Methods sharing a recipe predict the same way: given the same student and settings, one's
+    # predictions are the other's (lm_guided_rl when refine kept the distilled student).
+    recipe: str = ""
+
+    @property
+    def recipe_key(self) -> str:
+        return self.recipe or self.name
 
     @property
     def samples(self) -> bool:
@@ -206,12 +213,12 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("standard", _standard, paper=True, settings=("answer_max_new_tokens",)),
         Method("cot", _cot, paper=True, settings=("answer_max_new_tokens", "cot_max_new_tokens")),
-        _lm_guided("lm_guided_kd", "distill", paper=True),
-        _lm_guided("lm_guided_kd_sc", "distill", settings=_SC, paper=True),
+        _lm_guided("lm_guided_kd", "distill", paper=True, recipe="lm_guided"),
+        _lm_guided("lm_guided_kd_sc", "distill", settings=_SC, paper=True, recipe="lm_guided_sc"),
         # Beam search instead of greedy decoding for the student's rationale.
         _lm_guided("lm_guided_kd_beam", "distill", generation={"num_beams": 4}),
-        _lm_guided("lm_guided_rl", "refine", paper=True),
-        _lm_guided("lm_guided_rl_sc", "refine", settings=_SC, paper=True),
+        _lm_guided("lm_guided_rl", "refine", paper=True, recipe="lm_guided"),
+        _lm_guided("lm_guided_rl_sc", "refine", settings=_SC, paper=True, recipe="lm_guided_sc"),
         _student_alone(
             "finetune_cot",
             _ANSWERS_WITH_RATIONALE,

@@ -46,6 +46,21 @@ def _settings_json(cfg: DictConfig, m: M.Method) -> str:
     )
 
 
+def _student_identity(ctx, stage: str) -> str:
+    """The fingerprint of the student a stage exported: refine's is the distilled student's when
+    refine kept it (rl.keep_best)."""
+    refine = ctx.run.refine
+    if stage == "refine" and refine.done and refine.summary().get("selected") == "distilled":
+        return ctx.run.distill.fingerprint or ""
+    return ctx.run.stage(stage).fingerprint or ""
+
+
+def _recipe_key(ctx, cfg: DictConfig, method: M.Method) -> str:
+    """Two methods with the same key predict the same thing: reuse, not regenerate."""
+    student = _student_identity(ctx, method.student) if method.student else ""
+    return hash_parts(method.recipe_key, student, _settings_json(cfg, method))
+
+
 def _warn_stale_students(ctx, cfg: DictConfig, wanted: list[str]) -> None:
     for stage, spec in STUDENT_STAGES.items():
         fp = ctx.run.stage(stage).fingerprint
@@ -80,20 +95,31 @@ def _body(ctx, cfg: DictConfig, out: EvalDir) -> dict:
     _warn_stale_students(ctx, cfg, wanted)
     students: dict[str, Student] = {}
     samples, preds_by_method = [], {}
+    made: dict[str, str] = {}  # recipe key -> the method whose predictions it names
     for name in wanted:
         method = M.METHODS[name]
         fp = method_fingerprint(ctx.cfg, ctx.run, name)
         path = out.predictions(name)
+        key = _recipe_key(ctx, cfg, method)
         if out.method_fingerprint(name) == fp and path.exists() and not ctx.cfg.force:
             preds = [Prediction(**r) for r in read_jsonl(path)]
             log.info("evaluate: %s: reusing %s", name, path)
         else:
-            stage = method.student
-            if stage and stage not in students:
-                students[stage] = load_student(ctx.cfg, ctx.run.stage(stage))
-            preds = _predict(ctx, cfg, method, students.get(stage or ""))
+            if key in made:
+                preds = preds_by_method[made[key]]
+                log.info(
+                    "evaluate: %s: same student and settings as %s: reusing its predictions",
+                    name,
+                    made[key],
+                )
+            else:
+                stage = method.student
+                if stage and stage not in students:
+                    students[stage] = load_student(ctx.cfg, ctx.run.stage(stage))
+                preds = _predict(ctx, cfg, method, students.get(stage or ""))
             write_jsonl(path, (p.to_dict() for p in preds))
             out.set_method_fingerprint(name, fp)
+        made.setdefault(key, name)
         preds_by_method[name] = preds
         ctx.methods[name] = summarize(preds, len(ctx.splits.test))
         ctx.provenance["methods"][name] = fp
