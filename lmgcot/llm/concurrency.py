@@ -11,36 +11,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def run_bounded(
-    make_client: Callable[[], Any],
-    call: Callable[[Any, T], Awaitable[R]],
-    items: Sequence[T],
-    max_concurrency: int,
-) -> list[R]:
-    """`call(client, item)` for every item, at most `max_concurrency` at once; results in order.
-
-    The first failure cancels the calls still waiting or in flight and is raised."""
-
-    async def main() -> list[R]:
-        gate = asyncio.Semaphore(max_concurrency)
-        async with make_client() as client:
-
-            async def one(item: T) -> R:
-                async with gate:
-                    return await call(client, item)
-
-            tasks = [asyncio.ensure_future(one(item)) for item in items]
-            try:
-                return list(await asyncio.gather(*tasks))
-            except BaseException:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
-
-    return run_async(main())
-
-
 def run_settled(
     make_client: Callable[[], Any],
     call: Callable[[Any, T], Awaitable[R]],

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmgcot.artifacts import RunDir
 from lmgcot.config.validate import check
 from lmgcot.data.base import QADataset
+from lmgcot.eval.methods import METHODS
 from lmgcot.llm.base import LargeLM, stage_summary
 from lmgcot.llm.cache import CallCache
 from lmgcot.pipeline.builders import build, build_loggers
@@ -123,8 +124,6 @@ def _context(cfg: DictConfig, stages: list[str]) -> RunContext:
 def _expected(ctx: RunContext) -> dict[str, dict]:
     """The fingerprint each method and quality row would have under this run's config: rows of an
     earlier results.json are kept only where theirs match."""
-    from lmgcot.eval.methods import METHODS
-
     methods = {m: method_fingerprint(ctx.cfg, ctx.run, m) for m in METHODS}
     distill_fp = ctx.run.distill.fingerprint
     quality = {m: quality_fingerprint(ctx.cfg, fp, distill_fp) for m, fp in methods.items()}

@@ -9,15 +9,12 @@ place, which is atomic on one file system.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
 
-from lmgcot.utils.io import file_mode, with_filename
+from lmgcot.utils.io import atomic_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -28,19 +25,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, file_mode())  # mkstemp's 0600 would outlive the rename
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as err:
-            Path(tmp).unlink(missing_ok=True)
-            raise with_filename(err, path) from err
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path, "wb") as f:
+            torch.save(checkpoint, f)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,16 +31,20 @@ def file_mode() -> int:
     return 0o666 & ~_read_umask()
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write to a temporary file beside `path`, fsync, then rename over it."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w"):
+    """A file object for `path` that replaces it only once written in full: a temporary file
+    beside it, fsynced, then renamed over it. On any failure the old file stays and the
+    temporary one goes; an OSError names `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file 0600; the artifact must read like any file the user writes.
         os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -49,7 +54,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    with atomic_file(path) as f:
+        f.write(text)
+    return Path(path)
 
 
 def with_filename(err: OSError, path: str | Path) -> OSError:
