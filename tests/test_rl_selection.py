@@ -74,6 +74,30 @@ def test_equal_best_evaluations_pick_the_earliest_and_missing_entries_export_dis
     assert select_policy(no_before, alpha=0.05).selected == "distilled"
 
 
+def guarded(entries, guard_means, floor):
+    """`entries` with a guard mean each (the first is the distilled student's) and whether it
+    stays at or above `floor`."""
+    return [
+        {**h, "guard_mean": g, "guard_ok": h["rollouts"] == 0 or g >= floor}
+        for h, g in zip(entries, guard_means)
+    ]
+
+
+def test_the_guard_excludes_evaluations_that_lost_the_task():
+    # The best by reward (rollout 20, 8 gained) lost the task; rollout 10 (6 gained) did not.
+    h = guarded(history((10, 6, 0), (20, 8, 0)), [0.60, 0.595, 0.55], floor=0.59)
+    choice = select_policy(h, alpha=0.05)
+    assert (choice.selected, choice.rollouts) == ("rl", 10)
+    assert (choice.guard_before, choice.guard_best) == (0.60, 0.595)
+    # Every evaluation lost it: the distilled student, whatever the sign test says.
+    h = guarded(history((10, 6, 0), (20, 8, 0)), [0.60, 0.50, 0.55], floor=0.59)
+    choice = select_policy(h, alpha=0.05)
+    assert choice.selected == "distilled" and choice.best_rollouts == 20
+    assert "0.5500 against the distilled student's 0.6000" in choice.reason
+    # The checkpoint the callback kept is the one tested, guard included.
+    assert select_policy(h, alpha=None, best_rollouts=10).selected == "distilled"
+
+
 def test_refiner_records_per_question_val_scores_and_checkpoints_them(tmp_path):
     tok = ByT5Tokenizer()
     model = build_tiny_t5(
@@ -137,3 +161,52 @@ def test_results_table_marks_rl_rows_that_are_the_distilled_student():
     assert f"* the distilled student: refine exported it unchanged ({reason})" in table
     exported = format_results_table({"methods": methods, "llm": llm, "refine": {"selected": "rl"}})
     assert "*" not in exported
+
+
+def test_refiner_guards_a_component_and_ranks_checkpoints_below_the_floor(tmp_path):
+    tok = ByT5Tokenizer()
+    model = build_tiny_t5(
+        {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2, "num_layers": 1}, tok, seed=0
+    )
+    refiner = None
+
+    def reward(batch, rationales, token_logprobs):
+        # The guarded component is lost once training starts.
+        task = 1.0 if refiner.rollouts_done == 0 else 0.5
+        return {"total": [0.25] * len(rationales), "task": [task] * len(rationales)}
+
+    refiner = RationaleRefiner(
+        model,
+        tok,
+        reward,
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+        kl_controller=FixedKLController(0.05),
+        ppo_epochs=1,
+        minibatch_size=4,
+        max_new_tokens=4,
+        guard="task",
+        guard_max_drop=0.4,
+    )
+    loader = DataLoader(
+        [f"q {i}" for i in range(4)], batch_size=4, collate_fn=lambda xs: {"inputs": list(xs)}
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_steps=1,
+        val_check_interval=1,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+    )
+    before = trainer.validate(refiner, dataloaders=loader, verbose=False)[0]
+    assert before["val/selection"] == pytest.approx(0.25)
+    trainer.fit(refiner, train_dataloaders=loader, val_dataloaders=loader)
+    base, after = refiner.val_history
+    assert (base["guard_mean"], base["guard_ok"]) == (1.0, True)
+    assert (after["guard_mean"], after["guard_ok"]) == (0.5, False)
+    assert trainer.callback_metrics["val/selection"] == pytest.approx(0.25 - 2.0)
+    assert trainer.callback_metrics["val/task_drop"] == pytest.approx(0.5)
+    assert select_policy(refiner.val_history, alpha=None).selected == "distilled"

@@ -130,6 +130,7 @@ class RationaleRefiner(
         # order)}, so that the export can compare policies question by question (rl.selection).
         self.val_history: list[dict[str, Any]] = []
         self._val_scores: list[float] = []
+        self._val_guard: list[float] = []
 
     @classmethod
     def from_config(
@@ -194,24 +195,43 @@ class RationaleRefiner(
         ref_logprobs = logprobs_from_logits(ref_logits * self.temperature, response_ids)
         rewards = self.reward_fn(batch, self._decode(responses), self._per_row(ref_logprobs, mask))
         self._val_scores.extend(float(x) for x in rewards["total"])
+        if self.guard is not None:
+            if self.guard not in rewards:
+                raise KeyError(f"the reward function gave no {self.guard!r} scores for val")
+            self._val_guard.extend(float(x or 0.0) for x in rewards[self.guard])
         log = reward_means(rewards, "val/{}")
         log["val/reward"] = log.pop("val/total")
         self.log_dict(log, on_step=False, on_epoch=True, batch_size=len(inputs))
 
     def on_validation_epoch_start(self) -> None:
-        self._val_scores = []
+        self._val_scores, self._val_guard = [], []
 
     def on_validation_epoch_end(self) -> None:
         if self._val_scores and not self.trainer.sanity_checking:
             scores = self._val_scores
-            self.val_history.append(
-                {
-                    "rollouts": self.rollouts_done,
-                    "reward": sum(scores) / len(scores),
-                    "scores": scores,
-                }
-            )
-        self._val_scores = []
+            entry = {
+                "rollouts": self.rollouts_done,
+                "reward": sum(scores) / len(scores),
+                "scores": scores,
+            }
+            if self.guard is not None:
+                entry.update(self._guard_entry(self._val_guard))
+            self.val_history.append(entry)
+            # What the checkpoint callback ranks by: the val reward, and below every eligible
+            # evaluation (rewards lie in [0, 1]) when the guard component fell too far.
+            eligible = entry.get("guard_ok", True)
+            self.log("val/selection", entry["reward"] - (0.0 if eligible else 2.0))
+        self._val_scores, self._val_guard = [], []
+
+    def _guard_entry(self, values: list[float]) -> dict[str, Any]:
+        """The guard component's per-question scores and mean, and whether this evaluation is
+        within `guard_max_drop` of the distilled student's (rollout 0) mean."""
+        mean = sum(values) / len(values)
+        base = next((h for h in self.val_history if h["rollouts"] == 0 and "guard" in h), None)
+        floor = None if base is None else base["guard_mean"] - self.guard_max_drop
+        ok = floor is None or mean >= floor - 1e-12
+        self.log(f"val/{self.guard}_drop", 0.0 if base is None else base["guard_mean"] - mean)
+        return {"guard": values, "guard_mean": mean, "guard_ok": ok}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = list(self.model.parameters())

@@ -5,6 +5,10 @@ compared with the distilled student's question by question. The best evaluation 
 tested against the distilled student with a one-sided sign test (McNemar's exact test for 0/1
 rewards), at `alpha` divided by the number of evaluations it was picked from (Bonferroni): picking
 the maximum of several noisy evaluations would otherwise export noise.
+
+An evaluation may also carry a guard (`guard_ok`, `guard_mean`: e.g. the large LM's val EM with the
+policy's rationales): one whose guard fell too far below the distilled student's is never exported,
+so a reward on one aspect cannot buy its gain with the answers.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class Selection:
     test: SignTest | None  # best evaluation against the distilled student
     threshold: float | None  # alpha / evaluations (None: no test was asked for)
     reason: str
+    guard_before: float | None = None  # the distilled student's guard mean (None: no guard)
+    guard_best: float | None = None  # the tested evaluation's guard mean
 
     def summary(self) -> dict:
         return asdict(self)  # the nested SignTest becomes a dict too
@@ -72,10 +78,24 @@ def select_policy(
     matching = [h for h in evals if h["rollouts"] == best_rollouts]
     if best_rollouts is not None and not matching:
         raise ValueError(f"no val evaluation at rollout {best_rollouts} in the history")
-    # Otherwise the earliest of equal maxima, as the checkpoint callback keeps it.
-    best = matching[0] if matching else max(evals, key=lambda h: (h["reward"], -h["rollouts"]))
+    # Otherwise the earliest of equal maxima among the evaluations the guard allows, as the
+    # checkpoint callback keeps it.
+    eligible = [h for h in evals if h.get("guard_ok", True)] or evals
+    best = matching[0] if matching else max(eligible, key=lambda h: (h["reward"], -h["rollouts"]))
     test = sign_test(before["scores"], best["scores"])
-    common = dict(best_rollouts=best["rollouts"], best_reward=best["reward"], test=test)
+    common = dict(
+        best_rollouts=best["rollouts"],
+        best_reward=best["reward"],
+        test=test,
+        guard_before=before.get("guard_mean"),
+        guard_best=best.get("guard_mean"),
+    )
+    if not best.get("guard_ok", True):
+        reason = (
+            f"every val evaluation's guard fell too far: the best one's "
+            f"{best['guard_mean']:.4f} against the distilled student's {before['guard_mean']:.4f}"
+        )
+        return Selection("distilled", None, threshold=None, reason=reason, **common)
     if alpha is None:
         if best["reward"] > before["reward"]:
             return Selection("rl", best["rollouts"], threshold=None, reason="higher mean", **common)

@@ -72,6 +72,10 @@ class RefinerSettings:
             names any of them that shows no spread within questions in a rollout.
         log_samples_every: rollouts between sample tables (0: never).
         num_samples_logged: rows per sample table.
+        guard: a reward component recorded per val question besides the total (e.g. "task");
+            an evaluation whose mean falls more than `guard_max_drop` below the distilled
+            student's (the evaluation at rollout 0) is not eligible for export.
+        guard_max_drop: see `guard`.
     """
 
     kl_estimator: str = "k1"
@@ -99,6 +103,8 @@ class RefinerSettings:
     weighted_components: tuple[str, ...] = ()
     log_samples_every: int = 0
     num_samples_logged: int = 8
+    guard: str | None = None
+    guard_max_drop: float = 0.0
 
     def __post_init__(self) -> None:
         self._check()
@@ -110,6 +116,7 @@ class RefinerSettings:
             ("weighted_components", tuple),
             ("log_samples_every", int),
             ("num_samples_logged", int),
+            ("guard_max_drop", float),
         ):
             object.__setattr__(self, name, kind(getattr(self, name)))
 
@@ -133,6 +140,8 @@ class RefinerSettings:
             raise ValueError(f"rl.algorithm={self.algorithm} needs rl.samples_per_question >= 2")
         if not self.temperature > 0:
             raise ValueError(f"rl.temperature={self.temperature}: must be > 0")
+        if not self.guard_max_drop >= 0:
+            raise ValueError(f"guard_max_drop={self.guard_max_drop}: must be >= 0")
         if self.value_warmup < 0:
             raise ValueError(f"rl.value_warmup={self.value_warmup}: must be >= 0")
 

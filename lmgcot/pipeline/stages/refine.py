@@ -36,11 +36,20 @@ def _pools(ctx, r: DictConfig) -> dict[str, list]:
     }
 
 
-def _reward_fn(scorer, pools: dict, out: StageDir):
+GUARD = "task"  # the component rl.keep_best_max_task_drop guards
+
+
+def _reward_fn(scorer, pools: dict, out: StageDir, guard: str | None = None):
+    """The refiner's reward function; on val batches it also scores `guard` when the mix
+    does not (the large LM's answers to the val questions: cached, and cheap next to training)."""
+
     def reward_fn(batch: dict, rationales: list[str], token_logprobs: list[list[float]]) -> dict:
         examples = [pools[batch["split"]][i] for i in batch["index"]]
         logprobs = token_logprobs if scorer.needs_token_logprobs else None
         totals, comps, failures = scorer(examples, rationales, logprobs)
+        if guard is not None and batch["split"] == "val" and guard not in comps:
+            extra, _ = scorer.components(examples, rationales, names=[guard])
+            comps = {**comps, guard: extra[guard]}
         if failures:
             log.warning(
                 "refine: %d judge replies could not be parsed (scored 0; see %s), e.g. %s: %s",
@@ -129,19 +138,23 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
     pools = _pools(ctx, r)
     train_loader, val_loader = _loaders(ctx, cfg, pools)
     has_val = bool(pools["val"]) and r.val_every > 0
+    max_drop = r.keep_best_max_task_drop
+    guard = GUARD if has_val and r.keep_best and max_drop is not None else None
     module = build_refiner(
         r,
         student,
-        _reward_fn(scorer, pools, out),
+        _reward_fn(scorer, pools, out, guard),
         weighted_components=scorer.mix.active,
         sample_logger=_sample_logger(ctx.loggers, out),
+        guard=guard,
+        guard_max_drop=0.0 if max_drop is None else float(max_drop),
     )
     steps_per_rollout = module.steps_per_rollout(train_loader.batch_size)
     trainer, checkpoint = build_trainer(
         single_device(cfg.trainer),
         out,
         ctx.loggers,
-        monitor="val/reward" if has_val else None,
+        monitor="val/selection" if has_val else None,
         mode="max",
         every_n_train_steps=None if has_val else steps_per_rollout * max(1, r.val_every),
         # Under manual optimisation Lightning counts optimiser steps, several per rollout.
@@ -162,9 +175,12 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
         val_dataloaders=val_loader if has_val else None,
         ckpt_path=str(resume) if resume.exists() else None,
     )
+    selected, selection = _select(module, checkpoint, r, has_val)
+    # The checkpoint's own score is `val/selection`, which the guard lowers: report the reward.
     best = checkpoint.best_model_score
     best = round(float(best), 6) if has_val and best is not None else None
-    selected, selection = _select(module, checkpoint, r, has_val)
+    if selection is not None and selection["best_reward"] is not None:
+        best = round(float(selection["best_reward"]), 6)
     model = module.ref_model if selected == "distilled" else module.model
     out.export_student(model, student.tokenizer)
     log.info("refine: val reward %s -> best %s (%s exported)", _fmt(before), _fmt(best), selected)
