@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lmgcot.config import register
 from lmgcot.errors import LmgcotError
+from lmgcot.utils.threads import remember_user_setting, use_threads
 
 # Configs ship inside the package, so a wheel install has them too.
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
@@ -38,6 +39,7 @@ def _main(cfg: DictConfig) -> float | None:
     from lmgcot.pipeline import run  # heavy imports after Hydra has parsed --help / --cfg
 
     try:
+        use_threads(cfg.threads)  # before any torch work
         results = run(cfg)
     except USER_ERRORS as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -191,6 +193,7 @@ def _one_line_composition_errors():
 
 
 def main() -> None:
+    remember_user_setting()  # before a launcher's workers get an OMP_NUM_THREADS of their own
     with _one_line_composition_errors():
         _main()
 

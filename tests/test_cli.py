@@ -129,6 +129,7 @@ BAD_VALUES = {
     "rl.samples_per_question=1": "rl.samples_per_question=1: rl.algorithm=",
     # One closed set stands for the rest (loss_agg, critic, grpo_scale share its check).
     "rl.algorithm=a2c": "rl.algorithm='a2c': allowed values are",
+    "threads=0": "threads=0: must be >= 1, or null",
 }
 MALFORMED = "malformed hotpotqa file"
 

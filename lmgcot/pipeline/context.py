@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import torch
 from omegaconf import DictConfig
 
 from lmgcot.artifacts import RunDir
@@ -63,6 +64,7 @@ class RunContext:
                 "large_lm": f"{self.large_lm.backend}:{self.large_lm.model}",
                 "seed": int(self.cfg.seed),
                 "n": {split: len(xs) for split, xs in self.splits.items()},
+                "threads": torch.get_num_threads(),
             },
             "provenance": {
                 "methods": {**kept["methods"][1], **self.provenance["methods"]},
