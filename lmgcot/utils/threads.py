@@ -12,6 +12,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from omegaconf import DictConfig
+
 from lmgcot.config.rules import RANGES
 from lmgcot.errors import ConfigError
 
@@ -85,7 +87,7 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def jobs_at_once(launcher, cores: int) -> int:
+def jobs_at_once(launcher: DictConfig | None, cores: int) -> int:
     """How many jobs run beside this one on the machine: the joblib launcher's `n_jobs` (with
     joblib's meaning of None and negative counts) when it runs the job, else 1. `launcher` is
     `hydra.launcher` of a multirun job, None otherwise."""
@@ -97,7 +99,7 @@ def jobs_at_once(launcher, cores: int) -> int:
     return max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
 
 
-def _hydra_launcher():
+def _hydra_launcher() -> DictConfig | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
