@@ -39,6 +39,7 @@ class DistillConfig:
     batch_size: int = MISSING
     eval_batch_size: int = MISSING
     group_by_length: bool = MISSING
+    max_tokens: int | None = MISSING
     num_workers: int = MISSING
     # Hydra `_partial_` targets: their keyword arguments are the callee's, not ours to type.
     optimizer: dict[str, Any] = MISSING
@@ -123,6 +124,7 @@ class RLConfig:
     val_batch_size: int = MISSING
     keep_best: bool = MISSING
     keep_best_alpha: Number | None = MISSING
+    keep_best_max_task_drop: Number | None = MISSING
     log_samples_every: int = MISSING
     num_samples_logged: int = MISSING
 
@@ -160,6 +162,7 @@ class LmgcotConfig:
     objective: str | None = MISSING
     sweep_name: str | None = MISSING
     print_results: bool = MISSING
+    threads: int | None = MISSING
     paths: Any = MISSING
     prompt: Any = MISSING
     dataset: Any = MISSING

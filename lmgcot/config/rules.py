@@ -137,10 +137,13 @@ RANGES: dict[str, Range] = {
     "evaluation.self_consistency.top_p": Range(low=0, high=1, low_open=True),
     "teacher.temperature": Range(low=0, nullable=True, note="null: 0 for one sample, 0.7 for more"),
     "teacher.top_p": Range(low=0, high=1, low_open=True),
+    "distill.max_tokens": Range(low=1, nullable=True, note="null: batch_size pairs per batch"),
     "rl.score_clip": Range(low=0, low_open=True, nullable=True),
     "rl.keep_best_alpha": Range(low=0, high=1, low_open=True, high_open=True, nullable=True),
+    "rl.keep_best_max_task_drop": Range(low=0, high=1, nullable=True),
     "trainer.max_steps": Range(low=1, also=(-1,), note="no cap"),
     "trainer.max_epochs": Range(low=1, also=(-1,), nullable=True, note="no cap"),
+    "threads": Range(low=1, nullable=True, note="null: automatic"),
 }
 # Only with the adaptive KL controller.
 ADAPTIVE_KL = dict.fromkeys(

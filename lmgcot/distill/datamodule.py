@@ -1,4 +1,5 @@
-"""Tokenised (student input -> target text) pairs with dynamic padding and length-grouped batches."""
+"""Tokenised (student input -> target text) pairs with dynamic padding and length-grouped batches:
+a fixed number of pairs per batch, or a budget of padded tokens per batch (`max_tokens`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from lmgcot.errors import LmgcotError
-from lmgcot.student.batching import collate_pairs
+from lmgcot.student.batching import PAIR_PAD_MULTIPLE, collate_pairs, padded_width
 from lmgcot.student.objectives import TrainingPairs
 
 # Raised before any training: what the user can change, not where the code failed.
@@ -38,6 +39,7 @@ class RationaleDataModule(pl.LightningDataModule):
         group_by_length: bool = True,
         num_workers: int = 0,
         seed: int = 0,
+        max_tokens: int | None = None,
     ):
         super().__init__()
         if not train_pairs.count:
@@ -45,6 +47,7 @@ class RationaleDataModule(pl.LightningDataModule):
         self.tokenizer = tokenizer
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.group_by_length, self.num_workers, self.seed = group_by_length, num_workers, seed
+        self.max_tokens = max_tokens
         lengths = (max_source_length, max_target_length)
         self.train = _dataset(tokenizer, train_pairs, *lengths)
         self.val = _dataset(tokenizer, val_pairs, *lengths)
@@ -54,10 +57,8 @@ class RationaleDataModule(pl.LightningDataModule):
         # trainer is built with use_distributed_sampler=False: Lightning cannot shard these itself).
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        if self.group_by_length:
-            sampler = LengthGroupedBatchSampler(
-                self.train.lengths, self.batch_size, self.seed, rank=rank, world=world
-            )
+        sampler = self.batch_sampler(rank, world)
+        if sampler is not None:
             return DataLoader(
                 self.train,
                 batch_sampler=sampler,
@@ -82,6 +83,23 @@ class RationaleDataModule(pl.LightningDataModule):
             collate_fn=self.collate,
             num_workers=self.num_workers,
         )
+
+    def batch_sampler(self, rank: int = 0, world: int = 1) -> Sampler[list[int]] | None:
+        """The training batches' sampler; None for plain shuffled batches of `batch_size`. A token
+        budget always groups by length: it is what makes the budget hold many short pairs."""
+        lengths = (self.train.source_lengths, self.train.target_lengths)
+        if self.max_tokens is not None:
+            return TokenBudgetBatchSampler(*lengths, self.max_tokens, self.seed, rank, world)
+        if self.group_by_length:
+            return LengthGroupedBatchSampler(
+                lengths[0],
+                self.batch_size,
+                self.seed,
+                rank=rank,
+                world=world,
+                target_lengths=lengths[1],
+            )
+        return None
 
     def val_dataloader(self) -> DataLoader:
         order = sorted(range(len(self.val)), key=lambda i: -self.val.lengths[i])
@@ -118,7 +136,9 @@ class PairDataset(Dataset):
         targets = tokenizer([t for _, t in pairs], truncation=True, max_length=max_target_length)
         self.input_ids = sources["input_ids"]
         self.labels = targets["input_ids"]
-        self.lengths = [len(a) + len(b) for a, b in zip(self.input_ids, self.labels)]
+        self.source_lengths = [len(a) for a in self.input_ids]
+        self.target_lengths = [len(b) for b in self.labels]
+        self.lengths = [a + b for a, b in zip(self.source_lengths, self.target_lengths)]
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -135,7 +155,10 @@ class TaskPairDataset(Dataset):
         if len(set(sizes.values())) > 1:
             raise ValueError(f"multitask pairs must be aligned; sizes per task: {sizes}")
         self.tasks = tasks
-        self.lengths = [sum(ls) for ls in zip(*(d.lengths for d in tasks.values()))]
+        # Each task is padded on its own: the sums bound an item's share of a batch's padded tokens.
+        self.source_lengths = [sum(ls) for ls in zip(*(d.source_lengths for d in tasks.values()))]
+        self.target_lengths = [sum(ls) for ls in zip(*(d.target_lengths for d in tasks.values()))]
+        self.lengths = [a + b for a, b in zip(self.source_lengths, self.target_lengths)]
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -145,7 +168,8 @@ class TaskPairDataset(Dataset):
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
-    """Shuffle, cut into mega-batches of 50 batches, sort each by length, then shuffle the batches:
+    """Shuffle, cut into mega-batches of 50 batches, order each by length (`encoder_decoder_order`
+    when `target_lengths` are given), cut into batches of `batch_size`, then shuffle the batches:
     similar lengths share a batch (little padding) while the order stays random. Seeded per epoch.
     With `world` > 1 processes, process `rank` gets every world-th batch (all get as many)."""
 
@@ -157,8 +181,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         mega: int = 50,
         rank: int = 0,
         world: int = 1,
+        target_lengths: list[int] | None = None,
     ):
         self.lengths, self.batch_size, self.seed, self.mega = lengths, batch_size, seed, mega
+        self.target_lengths = target_lengths
         self.rank, self.world = rank, world
         self.epoch = 0
 
@@ -170,14 +196,113 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         span = self.batch_size * self.mega
         batches = []
         for start in range(0, len(idx), span):
-            chunk = sorted(idx[start : start + span], key=lambda i: -self.lengths[i])
+            chunk = idx[start : start + span]
+            if self.target_lengths is None:
+                chunk = sorted(chunk, key=lambda i: -self.lengths[i])
+            else:
+                window = WINDOW_BATCHES * self.batch_size
+                chunk = encoder_decoder_order(
+                    chunk, self.lengths, self.target_lengths, lambda i: 1, window
+                )
             batches += [
                 chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)
             ]
         rng.shuffle(batches)
-        if self.world > 1:
-            batches = batches[self.rank :: self.world][: len(self)]
-        return iter(batches)
+        return iter(_share(batches, self.rank, self.world, len(self)))
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size) // self.world
+
+
+class TokenBudgetBatchSampler(Sampler[list[int]]):
+    """Batches of as many pairs as fit `max_tokens` padded tokens (rows x (longest source + longest
+    target), after padding to `pad_multiple`), fairseq style: all pairs in `encoder_decoder_order`,
+    cut greedily; a pair longer than the budget alone is a batch of one. The cuts are planned once
+    from the lengths, so every epoch has the same number of batches (`len` is exact, and with it
+    Lightning's step estimate for the lr schedule) and none exceeds the budget; each epoch draws
+    which of the pairs with the same two lengths fill each slot, and the order of the batches.
+    Seeded per epoch; with `world` > 1 processes, process `rank` gets every world-th batch."""
+
+    def __init__(
+        self,
+        source_lengths: list[int],
+        target_lengths: list[int],
+        max_tokens: int,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        pad_multiple: int = PAIR_PAD_MULTIPLE,
+    ):
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        self.source_lengths, self.target_lengths = source_lengths, target_lengths
+        self.seed, self.rank, self.world = seed, rank, world
+        self.epoch = 0
+        src = [padded_width(n, pad_multiple) for n in source_lengths]
+        tgt = [padded_width(n, pad_multiple) for n in target_lengths]
+        self.order = encoder_decoder_order(
+            range(len(src)), src, tgt, lambda i: src[i] + tgt[i], WINDOW_BATCHES * max_tokens
+        )
+        self.cuts = _budget_cuts([(src[i], tgt[i]) for i in self.order], max_tokens)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(f"{self.seed}:{self.epoch}")
+        self.epoch += 1
+        # Pairs of equal lengths may trade places: every batch keeps its padded size.
+        slots: dict[tuple[int, int], list[int]] = {}
+        for pos, i in enumerate(self.order):
+            slots.setdefault((self.source_lengths[i], self.target_lengths[i]), []).append(pos)
+        order = list(self.order)
+        for positions in slots.values():
+            members = [order[p] for p in positions]
+            rng.shuffle(members)
+            for p, i in zip(positions, members):
+                order[p] = i
+        batches = [order[a:b] for a, b in zip(self.cuts, self.cuts[1:])]
+        rng.shuffle(batches)
+        return iter(_share(batches, self.rank, self.world, len(self)))
+
+    def __len__(self) -> int:
+        return (len(self.cuts) - 1) // self.world
+
+
+# A window of this many batches' worth of pairs, already close in source length, is ordered by
+# target length: measured on the throughput benchmark's pairs, wider windows add source padding
+# faster than they save target padding.
+WINDOW_BATCHES = 4
+
+
+def encoder_decoder_order(indices, source_lengths, target_lengths, weight, window: float) -> list:
+    """`indices` by source length, then target length (longest first); then each run of pairs
+    whose `weight` adds up to `window` is reordered by target length: an encoder-decoder batch
+    pays for its longest source and its longest target, and sorting on their sum would leave
+    either free to vary."""
+    by_source = sorted(indices, key=lambda i: (-source_lengths[i], -target_lengths[i], i))
+    out, run, filled = [], [], 0.0
+    for i in by_source:
+        run.append(i)
+        filled += weight(i)
+        if filled >= window:
+            out += sorted(run, key=lambda i: (-target_lengths[i], -source_lengths[i], i))
+            run, filled = [], 0.0
+    return out + sorted(run, key=lambda i: (-target_lengths[i], -source_lengths[i], i))
+
+
+def _budget_cuts(lengths: list[tuple[int, int]], max_tokens: int) -> list[int]:
+    """Boundaries [0, ..., n] of consecutive batches whose rows x (longest source + longest
+    target) stays within `max_tokens` (a single longer pair is a batch of its own)."""
+    cuts, rows, longest_src, longest_tgt = [0], 0, 0, 0
+    for pos, (src, tgt) in enumerate(lengths):
+        wider_src, wider_tgt = max(longest_src, src), max(longest_tgt, tgt)
+        if rows and (rows + 1) * (wider_src + wider_tgt) > max_tokens:
+            cuts.append(pos)
+            rows, wider_src, wider_tgt = 0, src, tgt
+        rows, longest_src, longest_tgt = rows + 1, wider_src, wider_tgt
+    if rows:
+        cuts.append(len(lengths))
+    return cuts
+
+
+def _share(batches: list[list[int]], rank: int, world: int, count: int) -> list[list[int]]:
+    """Process `rank`'s share: every world-th batch, `count` of them (all processes get as many)."""
+    return batches[rank::world][:count] if world > 1 else batches

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.precision import MixedPrecision
 from transformers import PreTrainedModel
 
 
@@ -59,7 +60,7 @@ class RationaleDistiller(pl.LightningModule):
                 self.log(f"{split}/loss_{task}", loss, batch_size=size)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.model.parameters())
+        optimizer = self._optimizer()
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(
@@ -69,6 +70,21 @@ class RationaleDistiller(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """The configured optimiser. A fused one (`fused: true`, the default: the fastest AdamW on
+        CPU) unscales gradients inside its own step, so Lightning's mixed precision refuses to clip
+        gradients before it; under mixed precision with clipping it is built unfused instead."""
+        optimizer = self.optimizer_factory(self.model.parameters())
+        trainer = self._trainer
+        if (
+            getattr(optimizer, "_step_supports_amp_scaling", False)
+            and trainer is not None
+            and trainer.gradient_clip_val
+            and isinstance(trainer.precision_plugin, MixedPrecision)
+        ):
+            optimizer = self.optimizer_factory(self.model.parameters(), fused=False)
+        return optimizer
 
 
 def _batch_size(batch: dict) -> int:

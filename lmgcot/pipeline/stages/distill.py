@@ -52,6 +52,7 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
         batch_size=d.batch_size,
         eval_batch_size=d.eval_batch_size,
         group_by_length=d.group_by_length,
+        max_tokens=d.max_tokens,
         num_workers=d.num_workers,
         seed=cfg.seed,
     )
