@@ -4,13 +4,13 @@
     python benchmarks/throughput.py --part optimizer     # AdamW implementations, step share
 
 The workload (benchmarks/workload.py): a tiny byte-level T5 (about 1.89M parameters) trained on 512
-seeded synthetic pairs, batch 8, AdamW at a constant lr of 3e-4, weight decay 0, gradient norm
-clipped at 1. Each configuration runs in its own fresh process, so peak RSS is its own:
+seeded synthetic pairs with AdamW at a constant lr of 3e-4, weight decay 0, gradient norm clipped
+at 1; the peers in batches of `--batch` (8) pairs. Each configuration runs in its own fresh process, so peak RSS is its own:
 
     ours       RationaleDistiller + RationaleDataModule under the Lightning Trainer that
                `build_trainer` makes from conf/trainer/default.yaml, with conf/distill/default.yaml's
-               optimizer (its lr and weight decay set to the workload's) and batching
-               (`--max-tokens` to set a token budget)
+               optimizer (its lr and weight decay set to the workload's), batches of
+               `--max-tokens` padded tokens (0: the config's batching)
     hf_group   Seq2SeqTrainer, train_sampling_strategy="group_by_length" (benchmarks/peers/)
     hf_random  Seq2SeqTrainer, train_sampling_strategy="random"
 
@@ -94,8 +94,7 @@ def measure_ours(args: argparse.Namespace) -> dict:
         for key in ("foreach", "fused"):
             distill.optimizer.pop(key, None)
         distill.optimizer.update(OPTIMIZERS[args.optimizer])
-    max_tokens = distill.get("max_tokens") if args.max_tokens is None else args.max_tokens
-    max_tokens = max_tokens or None
+    max_tokens = args.max_tokens or distill.get("max_tokens")
 
     model, tokenizer = tiny_t5(args.seed)
     pairs = make_pairs(args.seed)
@@ -171,7 +170,13 @@ def optimizer_share(args: argparse.Namespace) -> list[dict]:
     _, tokenizer = tiny_t5(args.seed)
     pairs = TrainingPairs({"target": make_pairs(args.seed)})
     datamodule = RationaleDataModule(
-        tokenizer, pairs, pairs, 1024, 256, batch_size=args.batch, max_tokens=args.max_tokens
+        tokenizer,
+        pairs,
+        pairs,
+        1024,
+        256,
+        batch_size=args.batch,
+        max_tokens=args.max_tokens or None,
     )
     batches = list(datamodule.train_dataloader())[: args.steps]
     out = []
@@ -217,8 +222,7 @@ def _run(kind: str, args: argparse.Namespace) -> dict:
     common += [f"--threads={args.threads}", f"--seed={args.seed}"]
     if kind == "ours":
         cmd = [sys.executable, __file__, "--part=ours", f"--optimizer={args.optimizer}", *common]
-        if args.max_tokens is not None:
-            cmd.append(f"--max-tokens={args.max_tokens}")
+        cmd.append(f"--max-tokens={args.max_tokens}")
     else:
         runner = HERE / "peers" / "hf_trainer.py"
         cmd = [args.peer_python, str(runner), f"--sampling={PEERS[kind]}", *common]
@@ -258,7 +262,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8, help="pairs per batch (without --max-tokens)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of every run")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-tokens", type=int, help="ours: a token budget (default: the config's)")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=2048,
+        help="ours: padded tokens per batch; 2048 (about four of the workload's pairs) is the "
+        "largest budget that keeps 95%% of them real; 0: the config's batching",
+    )
     p.add_argument(
         "--optimizer",
         choices=["config", *OPTIMIZERS],
