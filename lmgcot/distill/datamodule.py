@@ -155,7 +155,8 @@ class TaskPairDataset(Dataset):
         if len(set(sizes.values())) > 1:
             raise ValueError(f"multitask pairs must be aligned; sizes per task: {sizes}")
         self.tasks = tasks
-        # Each task is padded on its own: the sums bound an item's share of a batch's padded tokens.
+        # Batching sees an item's lengths summed over its tasks; each task is padded on its own, so
+        # a token budget can be exceeded by the tasks' differing longest members.
         self.source_lengths = [sum(ls) for ls in zip(*(d.source_lengths for d in tasks.values()))]
         self.target_lengths = [sum(ls) for ls in zip(*(d.target_lengths for d in tasks.values()))]
         self.lengths = [a + b for a, b in zip(self.source_lengths, self.target_lengths)]
@@ -168,8 +169,9 @@ class TaskPairDataset(Dataset):
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
-    """Shuffle, cut into mega-batches of 50 batches, order each by length (`encoder_decoder_order`
-    when `target_lengths` are given), cut into batches of `batch_size`, then shuffle the batches:
+    """Shuffle, cut into mega-batches of 50 batches, order each by length (`lengths` are then the
+    source lengths and `encoder_decoder_order` the order when `target_lengths` are given), cut into
+    batches of `batch_size`, then shuffle the batches:
     similar lengths share a batch (little padding) while the order stays random. Seeded per epoch.
     With `world` > 1 processes, process `rank` gets every world-th batch (all get as many)."""
 
