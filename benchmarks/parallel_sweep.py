@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lmgcot.utils.threads import USER_SETTING, usable_cores
+from lmgcot.config.threads import USER_SETTING, usable_cores
 
 
 def main(argv: list[str]) -> int:

@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lmgcot.config import register
 from lmgcot.errors import LmgcotError
-from lmgcot.utils.threads import remember_user_setting, use_threads
+from lmgcot.config.threads import remember_user_setting, use_threads
 
 # Configs ship inside the package, so a wheel install has them too.
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
