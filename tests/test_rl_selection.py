@@ -98,17 +98,13 @@ def test_the_guard_excludes_evaluations_that_lost_the_task():
     assert select_policy(h, alpha=None, best_rollouts=10).selected == "distilled"
 
 
-def test_refiner_records_per_question_val_scores_and_checkpoints_them(tmp_path):
+def tiny_refiner(reward, **settings) -> RationaleRefiner:
+    """A one-layer refiner scoring with `reward`, one update pass of minibatches of 4."""
     tok = ByT5Tokenizer()
     model = build_tiny_t5(
         {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2, "num_layers": 1}, tok, seed=0
     )
-
-    def reward(batch, rationales, token_logprobs):
-        # A per-question score that differs between questions: the prompt's index over 10.
-        return {"total": [float(x.split()[1]) / 10 for x in batch["inputs"]]}
-
-    refiner = RationaleRefiner(
+    return RationaleRefiner(
         model,
         tok,
         reward,
@@ -117,20 +113,37 @@ def test_refiner_records_per_question_val_scores_and_checkpoints_them(tmp_path):
         ppo_epochs=1,
         minibatch_size=4,
         max_new_tokens=4,
+        **settings,
     )
-    prompts = [f"q {i}" for i in range(6)]
-    loader = DataLoader(prompts, batch_size=4, collate_fn=lambda xs: {"inputs": list(xs)})
-    trainer = pl.Trainer(
+
+
+def val_every_rollout(max_steps: int) -> pl.Trainer:
+    return pl.Trainer(
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        max_steps=2,
+        max_steps=max_steps,
         val_check_interval=1,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
     )
+
+
+def prompt_loader(n: int) -> DataLoader:
+    prompts = [f"q {i}" for i in range(n)]
+    return DataLoader(prompts, batch_size=4, collate_fn=lambda xs: {"inputs": list(xs)})
+
+
+def test_refiner_records_per_question_val_scores_and_checkpoints_them(tmp_path):
+    def reward(batch, rationales, token_logprobs):
+        # A per-question score that differs between questions: the prompt's index over 10.
+        return {"total": [float(x.split()[1]) / 10 for x in batch["inputs"]]}
+
+    refiner = tiny_refiner(reward)
+    loader = prompt_loader(6)
+    trainer = val_every_rollout(max_steps=2)
     trainer.validate(refiner, dataloaders=loader, verbose=False)
     trainer.fit(refiner, train_dataloaders=loader, val_dataloaders=loader)
     expected = [i / 10 for i in range(6)]
@@ -164,10 +177,6 @@ def test_results_table_marks_rl_rows_that_are_the_distilled_student():
 
 
 def test_refiner_guards_a_component_and_ranks_checkpoints_below_the_floor(tmp_path):
-    tok = ByT5Tokenizer()
-    model = build_tiny_t5(
-        {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2, "num_layers": 1}, tok, seed=0
-    )
     refiner = None
 
     def reward(batch, rationales, token_logprobs):
@@ -175,32 +184,9 @@ def test_refiner_guards_a_component_and_ranks_checkpoints_below_the_floor(tmp_pa
         task = 1.0 if refiner.rollouts_done == 0 else 0.5
         return {"total": [0.25] * len(rationales), "task": [task] * len(rationales)}
 
-    refiner = RationaleRefiner(
-        model,
-        tok,
-        reward,
-        optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
-        kl_controller=FixedKLController(0.05),
-        ppo_epochs=1,
-        minibatch_size=4,
-        max_new_tokens=4,
-        guard="task",
-        guard_max_drop=0.4,
-    )
-    loader = DataLoader(
-        [f"q {i}" for i in range(4)], batch_size=4, collate_fn=lambda xs: {"inputs": list(xs)}
-    )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_steps=1,
-        val_check_interval=1,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-    )
+    refiner = tiny_refiner(reward, guard="task", guard_max_drop=0.4)
+    loader = prompt_loader(4)
+    trainer = val_every_rollout(max_steps=1)
     before = trainer.validate(refiner, dataloaders=loader, verbose=False)[0]
     assert before["val/selection"] == pytest.approx(0.25)
     trainer.fit(refiner, train_dataloaders=loader, val_dataloaders=loader)
