@@ -197,3 +197,30 @@ def test_lightning_steps_and_the_schedule_length_match_the_token_budget_batches(
     per_epoch = len(dm.batch_sampler())
     assert per_epoch > len(texts) // 16  # more than one pair per batch, fewer than all
     assert seen["steps"] == trainer.global_step == 2 * per_epoch
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("max_tokens", [None, 300])
+def test_a_resumed_epoch_draws_that_epochs_batches_not_the_firsts(max_tokens):
+    from transformers import ByT5Tokenizer
+
+    words = "alpha beta gamma delta epsilon zeta eta theta".split()
+    pairs = TrainingPairs(
+        {
+            "target": [
+                (" ".join(words[: 1 + i % 8]) * 3, words[i % 8] * (1 + i % 5)) for i in range(64)
+            ]
+        }
+    )
+    dm = RationaleDataModule(
+        ByT5Tokenizer(), pairs, pairs, 200, 60, batch_size=4, max_tokens=max_tokens
+    )
+    fresh = dm.batch_sampler()
+    epochs = [list(fresh) for _ in range(3)]
+    assert epochs[2] != epochs[0]
+
+    class Resumed:  # what the datamodule reads of a trainer restored into its third epoch
+        global_rank, world_size, current_epoch = 0, 1, 2
+
+    dm.trainer = Resumed()
+    assert list(dm.train_dataloader().batch_sampler) == epochs[2]

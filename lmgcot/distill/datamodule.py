@@ -59,6 +59,9 @@ class RationaleDataModule(pl.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         sampler = self.batch_sampler(rank, world)
         if sampler is not None:
+            # A resumed run starts its samplers at the epoch it stopped in, so it sees that
+            # epoch's order rather than the first epoch's again.
+            sampler.epoch = trainer.current_epoch if trainer else 0
             return DataLoader(
                 self.train,
                 batch_sampler=sampler,
