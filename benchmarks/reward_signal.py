@@ -18,6 +18,11 @@ model), and prints per component:
   normalisation sees);
 - `between`: the standard deviation of the question means (what it removes);
 - `spread`: the share of questions whose samples do not all score the same;
+- `above`, `below`: the share of samples scoring above (below) their question's greedy rationale,
+  and `best-greedy`: the mean over questions of the best sample's score minus the greedy one's.
+  RL is judged on greedy rationales, so it can raise a component only where samples beat the
+  greedy rationale: where they only fall below it, RL sharpens the sampling towards a mode that
+  does not change;
 - the verdict: "carries signal" when `within` >= `--min-within-std` (0.02 by default: components
   live on [0, 1], and the task reward, the signal that matters, moves by whole points within a
   question wherever the student is unsure; a component that moves samples by less than 2 points
@@ -116,6 +121,8 @@ def main(argv: list[str]) -> int:
     flat = [r for rs in sampled for r in rs]
     logprobs = score_rationales(student, flat_inputs, flat)
     comps, failures = scorer.components(flat_examples, flat, NAMES, token_logprobs=logprobs)
+    greedy_logprobs = score_rationales(student, inputs, greedy)
+    greedy_comps, _ = scorer.components(examples, greedy, NAMES, token_logprobs=greedy_logprobs)
 
     gate = "on" if scorer.gate else "off"
     rows = []
@@ -124,7 +131,10 @@ def main(argv: list[str]) -> int:
             [v for v in comps[name][q * args.k : (q + 1) * args.k] if v is not None]
             for q in range(len(examples))
         ]
-        stats = signal_stats(per_question)
+        stats = {
+            **signal_stats(per_question),
+            **against_greedy(per_question, greedy_comps[name]),
+        }
         signal = stats["within_std"] >= args.min_within_std
         verdict = "carries signal" if signal else "no within-question signal"
         row = {"component": name, "gate": gate, **stats, "verdict": verdict}
@@ -231,6 +241,18 @@ def signal_stats(per_question: list[list[float]]) -> dict:
     }
 
 
+def against_greedy(per_question: list[list[float]], greedy: list[float | None]) -> dict:
+    """above_greedy, below_greedy (shares of samples) and best_minus_greedy (mean over
+    questions) of each question's samples against its greedy rationale's score."""
+    pairs = [(g, s) for g, s in zip(greedy, per_question) if g is not None and s]
+    n = sum(len(s) for _, s in pairs)
+    return {
+        "above_greedy": sum(v > g + SAME for g, s in pairs for v in s) / n,
+        "below_greedy": sum(v < g - SAME for g, s in pairs for v in s) / n,
+        "best_minus_greedy": statistics.fmean(max(s) - g for g, s in pairs),
+    }
+
+
 def print_table(rows: list[dict], summary: dict, out) -> None:
     print(
         f"reward signal: {summary['questions']} {summary['split']} questions x {summary['k']} "
@@ -240,13 +262,14 @@ def print_table(rows: list[dict], summary: dict, out) -> None:
     )
     print(
         f"{'component':12s} {'mean':>6s} {'std':>6s} {'within':>6s} {'between':>7s} "
-        f"{'spread':>6s}  verdict",
+        f"{'spread':>6s} {'above':>6s} {'below':>6s} {'best-greedy':>11s}  verdict",
         file=out,
     )
     for r in rows:
         print(
             f"{r['component']:12s} {r['mean']:6.3f} {r['std']:6.3f} {r['within_std']:6.3f} "
-            f"{r['between_std']:7.3f} {r['spread_share']:6.2f}  {r['verdict']}",
+            f"{r['between_std']:7.3f} {r['spread_share']:6.2f} {r['above_greedy']:6.3f} "
+            f"{r['below_greedy']:6.3f} {r['best_minus_greedy']:+11.3f}  {r['verdict']}",
             file=out,
         )
     print(
