@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lmgcot.config import register
-from lmgcot.errors import LmgcotError
 from lmgcot.config.threads import remember_user_setting, use_threads
+from lmgcot.errors import LmgcotError
 
 # Configs ship inside the package, so a wheel install has them too.
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")

@@ -13,10 +13,10 @@ import torch
 from omegaconf import OmegaConf
 from test_cli import LMGCOT, QUICK, TIMEOUT_S, _env
 
+from lmgcot.config.threads import USER_SETTING, choose, jobs_at_once, usable_cores, use_threads
 from lmgcot.config.validate import check
 from lmgcot.errors import ConfigError
 from lmgcot.pipeline.stages import STAGES
-from lmgcot.config.threads import USER_SETTING, choose, jobs_at_once, usable_cores, use_threads
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
