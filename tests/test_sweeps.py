@@ -57,6 +57,15 @@ def test_the_expected_sweeps_ship():
     } <= set(SWEEPS)
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("overrides", "folder"), [([], "adhoc"), (["+sweep=reward_mix"], "reward_mix")]
+)
+def test_a_multirun_folder_is_named_by_its_sweep_or_adhoc(overrides, folder, tmp_path):
+    cfg = _compose([*overrides, f"paths.output_dir={tmp_path}"], hydra_config=True)
+    assert Path(cfg.hydra.sweep.dir).parent.parent == tmp_path / "multirun" / folder
+
+
 @pytest.mark.stage
 @pytest.mark.slow
 @pytest.mark.parametrize("name", GRID_SWEEPS)

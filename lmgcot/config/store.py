@@ -59,7 +59,11 @@ GROUP_SCHEMAS = {
 
 
 def register() -> None:
-    """Put every schema in the ConfigStore (idempotent: storing a name again replaces it)."""
+    """Put every schema in the ConfigStore (idempotent: storing a name again replaces it), and
+    the config's own resolvers."""
+    if not OmegaConf.has_resolver("lmgcot.or"):
+        # `oc.select` falls back only for a missing key, not for one set to null.
+        OmegaConf.register_new_resolver("lmgcot.or", _or)
     cs = ConfigStore.instance()
     for name, schema in CLOSED.items():
         cs.store(name=name, node=schema, provider="lmgcot")
@@ -67,6 +71,11 @@ def register() -> None:
         cs.store(
             name=name, node=OmegaConf.structured(schema, flags={"struct": False}), provider="lmgcot"
         )
+
+
+def _or(value, default):
+    """`${lmgcot.or:${key},default}`: the key's value, or `default` where it is null."""
+    return default if value is None else value
 
 
 def transport_keys() -> dict[str, tuple[str, ...]]:
