@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from workload import make_pairs, tiny_t5  # noqa: E402
+from workload import make_pairs, rate_fields, tiny_t5  # noqa: E402
 
 ROOT = HERE.parent
 PEERS = {"hf_group": "group_by_length", "hf_random": "random"}
@@ -138,19 +137,11 @@ def measure_ours(args: argparse.Namespace) -> dict:
         )
         trainer.callbacks.append(StepClock())
         trainer.fit(module, datamodule=datamodule)
-    ends = tally["ends"]
-    wall = ends[-1] - ends[args.warmup - 1]
     return {
         "bench": "lmgcot_distill",
         "max_tokens": max_tokens,
         "optimizer": {k: v for k, v in distill.optimizer.items() if not k.startswith("_")},
-        "steps": len(ends),
-        "measured_steps": len(ends) - args.warmup,
-        "wall_s": round(wall, 3),
-        "real_tokens_per_s": round(tally["real"] / wall, 1),
-        "padded_tokens_per_s": round(tally["padded"] / wall, 1),
-        "padding_efficiency": round(tally["real"] / tally["padded"], 4),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **rate_fields(tally, args.warmup),
         "train_loss": round(float(trainer.callback_metrics.get("train/loss", float("nan"))), 4),
         "params": sum(p.numel() for p in model.parameters()),
         "threads": args.threads,

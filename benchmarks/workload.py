@@ -8,6 +8,7 @@ load it from this folder.
 from __future__ import annotations
 
 import random
+import resource
 
 PAIRS = 512
 SEED = 0
@@ -62,3 +63,20 @@ def tiny_t5(seed: int = SEED):
     )
     torch.manual_seed(seed)
     return T5ForConditionalGeneration(config), tokenizer
+
+
+def rate_fields(tally: dict, warmup: int) -> dict:
+    """Steps, wall time, tokens/s, padding efficiency and peak RSS of a run whose step ends
+    (`tally["ends"]`, perf_counter times) and real / padded token counts after the first `warmup`
+    steps were tallied: the fields every runner reports alike."""
+    ends = tally["ends"]
+    wall = ends[-1] - ends[warmup - 1]
+    return {
+        "steps": len(ends),
+        "measured_steps": len(ends) - warmup,
+        "wall_s": round(wall, 3),
+        "real_tokens_per_s": round(tally["real"] / wall, 1),
+        "padded_tokens_per_s": round(tally["padded"] / wall, 1),
+        "padding_efficiency": round(tally["real"] / tally["padded"], 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }

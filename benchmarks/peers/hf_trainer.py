@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workload import make_pairs, tiny_t5  # noqa: E402
+from workload import make_pairs, rate_fields, tiny_t5  # noqa: E402
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -88,18 +87,10 @@ def measure(args: argparse.Namespace) -> dict:
     )
     trainer.remove_callback(PrinterCallback)  # stdout carries the JSON line only
     out = trainer.train()
-    ends = tally["ends"]
-    wall = ends[-1] - ends[args.warmup - 1]
     return {
         "bench": "hf_seq2seq_trainer",
         "sampling": args.sampling,
-        "steps": len(ends),
-        "measured_steps": len(ends) - args.warmup,
-        "wall_s": round(wall, 3),
-        "real_tokens_per_s": round(tally["real"] / wall, 1),
-        "padded_tokens_per_s": round(tally["padded"] / wall, 1),
-        "padding_efficiency": round(tally["real"] / tally["padded"], 4),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **rate_fields(tally, args.warmup),
         "train_loss": round(out.training_loss, 4),
         "params": sum(p.numel() for p in model.parameters()),
         "threads": args.threads,

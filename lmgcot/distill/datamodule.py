@@ -240,7 +240,6 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     ):
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        self.source_lengths, self.target_lengths = source_lengths, target_lengths
         self.seed, self.rank, self.world = seed, rank, world
         self.epoch = 0
         src = [padded_width(n, pad_multiple) for n in source_lengths]
@@ -249,16 +248,18 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             range(len(src)), src, tgt, lambda i: src[i] + tgt[i], WINDOW_BATCHES * max_tokens
         )
         self.cuts = _budget_cuts([(src[i], tgt[i]) for i in self.order], max_tokens)
+        # Positions in `order` of pairs with the same two lengths: they may trade places, and
+        # every batch keeps its padded size.
+        slots: dict[tuple[int, int], list[int]] = {}
+        for pos, i in enumerate(self.order):
+            slots.setdefault((source_lengths[i], target_lengths[i]), []).append(pos)
+        self.slots = list(slots.values())
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = random.Random(f"{self.seed}:{self.epoch}")
         self.epoch += 1
-        # Pairs of equal lengths may trade places: every batch keeps its padded size.
-        slots: dict[tuple[int, int], list[int]] = {}
-        for pos, i in enumerate(self.order):
-            slots.setdefault((self.source_lengths[i], self.target_lengths[i]), []).append(pos)
         order = list(self.order)
-        for positions in slots.values():
+        for positions in self.slots:
             members = [order[p] for p in positions]
             rng.shuffle(members)
             for p, i in zip(positions, members):

@@ -176,11 +176,10 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
         ckpt_path=str(resume) if resume.exists() else None,
     )
     selected, selection = _select(module, checkpoint, r, has_val)
-    # The checkpoint's own score is `val/selection`, which the guard lowers: report the reward.
-    best = checkpoint.best_model_score
+    # The checkpoint's own score is `val/selection`, which the guard lowers: report the reward
+    # (without a selection there is no guard, and the two are the same).
+    best = selection["best_reward"] if selection else checkpoint.best_model_score
     best = round(float(best), 6) if has_val and best is not None else None
-    if selection is not None and selection["best_reward"] is not None:
-        best = round(float(selection["best_reward"]), 6)
     model = module.ref_model if selected == "distilled" else module.model
     out.export_student(model, student.tokenizer)
     log.info("refine: val reward %s -> best %s (%s exported)", _fmt(before), _fmt(best), selected)
