@@ -108,7 +108,8 @@ def measure_ours(args: argparse.Namespace) -> dict:
         seed=args.seed,
         max_tokens=max_tokens,
     )
-    module = RationaleDistiller(model, optimizer=instantiate(distill.optimizer))
+    fast = distill.fast_forward if args.forward == "config" else args.forward == "fast"
+    module = RationaleDistiller(model, optimizer=instantiate(distill.optimizer), fast_forward=fast)
     tally = {"real": 0, "padded": 0, "ends": []}
 
     class StepClock(pl.Callback):
@@ -140,6 +141,7 @@ def measure_ours(args: argparse.Namespace) -> dict:
     return {
         "bench": "lmgcot_distill",
         "max_tokens": max_tokens,
+        "fast_forward": fast,
         "optimizer": {k: v for k, v in distill.optimizer.items() if not k.startswith("_")},
         **rate_fields(tally, args.warmup),
         "train_loss": round(float(trainer.callback_metrics.get("train/loss", float("nan"))), 4),
@@ -213,6 +215,7 @@ def _run(kind: str, args: argparse.Namespace) -> dict:
     common += [f"--threads={args.threads}", f"--seed={args.seed}"]
     if kind == "ours":
         cmd = [sys.executable, __file__, "--part=ours", f"--optimizer={args.optimizer}", *common]
+        cmd.append(f"--forward={args.forward}")
         cmd.append(f"--max-tokens={args.max_tokens}")
     else:
         runner = HERE / "peers" / "hf_trainer.py"
@@ -265,6 +268,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=["config", *OPTIMIZERS],
         default="config",
         help="ours: AdamW as conf/distill/default.yaml has it, or one implementation",
+    )
+    p.add_argument(
+        "--forward",
+        choices=["config", "fast", "hf"],
+        default="config",
+        help="ours: the training forward: distill.fast_forward as configured, lmgcot's fast T5 "
+        "forward, or the model's own",
     )
     p.add_argument("--out", help="append the JSON lines to this file")
     return p

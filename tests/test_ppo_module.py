@@ -302,3 +302,26 @@ def test_kl_as_a_loss_term_and_the_no_spread_warning(tmp_path: Path, caplog) -> 
     assert all(float(r["rewards/flat/spread"]) == 0 for r in rows)
     warnings = [r.getMessage() for r in caplog.records if "no spread" in r.getMessage()]
     assert len(warnings) == 1 and "'flat'" in warnings[0], warnings
+
+
+@pytest.mark.unit
+def test_the_fast_forward_gives_the_model_s_own_logits_states_and_gradients() -> None:
+    """`rl.fast_forward` (the default) changes how the update's forward is computed, not what."""
+    refiner = refiner_from_config(algorithm="ppo", samples_per_question=3)
+    assert refiner.fast_forward
+    pl.seed_everything(0)
+    refiner.eval()
+    rollout = refiner._sample_rollout(["question 1: why?", "q 2: how so, then?"])
+    real = rollout.mask.bool()
+    out = {}
+    for fast in (True, False):
+        refiner.fast_forward = fast
+        refiner.model.zero_grad()
+        logits, states = refiner._forward(refiner.model, *rollout.model_inputs, hidden=True)
+        (logits[real].logsumexp(-1).sum() + states[real].square().sum()).backward()
+        grads = {n: p.grad.clone() for n, p in refiner.model.named_parameters()}
+        out[fast] = logits[real], states[real], grads
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-5, atol=1e-5)
+    for name, grad in out[False][2].items():
+        torch.testing.assert_close(out[True][2][name], grad, rtol=1e-4, atol=1e-5, msg=name)

@@ -40,6 +40,7 @@ class DistillConfig:
     eval_batch_size: int = MISSING
     group_by_length: bool = MISSING
     max_tokens: int | None = MISSING
+    fast_forward: bool = MISSING
     num_workers: int = MISSING
     # Hydra `_partial_` targets: their keyword arguments are the callee's, not ours to type.
     optimizer: dict[str, Any] = MISSING
@@ -127,6 +128,7 @@ class RLConfig:
     keep_best_max_task_drop: Number | None = MISSING
     log_samples_every: int = MISSING
     num_samples_logged: int = MISSING
+    fast_forward: bool = MISSING
 
 
 @dataclass

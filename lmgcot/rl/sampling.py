@@ -7,6 +7,7 @@ import torch
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
+from lmgcot.student import fast_t5
 from lmgcot.student.batching import pad_to_multiple
 
 # Responses are right-padded to a multiple of this, so few distinct shapes reach the model.
@@ -16,7 +17,8 @@ RESPONSE_PAD_MULTIPLE = 8
 class SamplingMixin:
     """Encoding, sampling and scoring forward passes of `RationaleRefiner`; the host provides
     `model`, `tokenizer`, `device`, `temperature`, `max_new_tokens`, `max_source_length`, and for
-    `_values` `critic`, `critic_model`, `value_head`, `value_warmup` and `rollouts_done`."""
+    `_values` `critic`, `critic_model`, `value_head`, `value_warmup` and `rollouts_done`, and
+    `fast_forward`."""
 
     def encode(self, inputs: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokenise the prompts: (input_ids, attention_mask), each (batch, S) on this device."""
@@ -86,6 +88,13 @@ class SamplingMixin:
         The encoder runs once per prompt and its states are repeated for the prompt's responses;
         gradients flow back through the repeat.
         """
+        if self.fast_forward and fast_t5.supports(model):
+            encoded = fast_t5.encode(model, input_ids, attention_mask)
+            states = fast_t5.decode(
+                model, encoded[groups], attention_mask[groups], decoder_input_ids, response_mask
+            )
+            logits = fast_t5.lm_logits(model, states)
+            return logits / self.temperature, states if hidden else None
         encoded = model.get_encoder()(
             input_ids=input_ids, attention_mask=attention_mask
         ).last_hidden_state

@@ -76,6 +76,8 @@ class RefinerSettings:
             an evaluation whose mean falls more than `guard_max_drop` below the distilled
             student's (the evaluation at rollout 0) is not eligible for export.
         guard_max_drop: see `guard`.
+        fast_forward: a T5 policy's (and reference's, and critic's) teacher-forced forward
+            through `lmgcot.student.fast_t5` rather than the model's own.
     """
 
     kl_estimator: str = "k1"
@@ -105,6 +107,7 @@ class RefinerSettings:
     num_samples_logged: int = 8
     guard: str | None = None
     guard_max_drop: float = 0.0
+    fast_forward: bool = True
 
     def __post_init__(self) -> None:
         self._check()
@@ -117,6 +120,7 @@ class RefinerSettings:
             ("log_samples_every", int),
             ("num_samples_logged", int),
             ("guard_max_drop", float),
+            ("fast_forward", bool),
         ):
             object.__setattr__(self, name, kind(getattr(self, name)))
 
@@ -176,6 +180,7 @@ class RefinerSettings:
             value_head_mlp=None if rl["value_head_mlp"] is None else int(rl["value_head_mlp"]),
             log_samples_every=int(rl["log_samples_every"]),
             num_samples_logged=int(rl["num_samples_logged"]),
+            fast_forward=bool(rl["fast_forward"]),
             **optional_float,
         )
         return cls(**{**values, **overrides})

@@ -61,6 +61,7 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
         optimizer=instantiate(d.optimizer),
         scheduler=instantiate(d.scheduler) if d.get("scheduler") else None,
         task_weights=objective.task_weights(float(d.alpha)),
+        fast_forward=d.fast_forward,
     )
     has_val = pairs["val"].count > 0
     trainer, checkpoint = build_trainer(

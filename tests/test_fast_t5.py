@@ -1,0 +1,273 @@
+"""`lmgcot.student.fast_t5`: the same loss, hidden states and gradients as Hugging Face's T5
+forward (relu and gated-gelu, tied and untied), dropout that keeps the configured share and the
+expectation, and the distiller using it where it can."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import config_group
+from transformers import T5Config, T5ForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutput
+
+from lmgcot.distill.datamodule import RationaleDataModule
+from lmgcot.distill.module import RationaleDistiller
+from lmgcot.student import fast_t5
+from lmgcot.student.models import build_student
+from lmgcot.student.objectives import TrainingPairs
+
+VOCAB = 50
+
+# T5 v1.0 (relu, LM head tied to the embeddings and rescaled) and v1.1 / FLAN-T5 (gated gelu,
+# untied): the two layouts the student configs load.
+LAYOUTS = {
+    "relu_tied": dict(feed_forward_proj="relu", tie_word_embeddings=True),
+    "gated_gelu_untied": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+}
+
+
+def _t5(layout: str, dropout: float = 0.1, seed: int = 0) -> T5ForConditionalGeneration:
+    config = T5Config(
+        vocab_size=VOCAB,
+        d_model=24,
+        d_ff=40,
+        d_kv=8,
+        num_heads=3,
+        num_layers=2,
+        num_decoder_layers=3,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=20,
+        dropout_rate=dropout,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        **LAYOUTS[layout],
+    )
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(config)
+
+
+def _batch(seed: int = 1) -> dict:
+    """Rows of different lengths on both sides: source padding and -100 labels in every batch."""
+    g = torch.Generator().manual_seed(seed)
+    sources, targets = [31, 7, 18, 25], [9, 3, 14, 6]
+    input_ids = torch.zeros(len(sources), max(sources), dtype=torch.long)
+    labels = torch.full((len(targets), max(targets)), -100, dtype=torch.long)
+    for row, (s, t) in enumerate(zip(sources, targets)):
+        input_ids[row, :s] = torch.randint(2, VOCAB, (s,), generator=g)
+        labels[row, :t] = torch.randint(2, VOCAB, (t,), generator=g)
+    return {"input_ids": input_ids, "attention_mask": (input_ids != 0).long(), "labels": labels}
+
+
+def _grads(model, loss) -> dict[str, torch.Tensor]:
+    model.zero_grad()
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_loss_and_gradients_match_the_model_s_own_forward(layout):
+    model = _t5(layout).eval()  # no dropout: the same computation exactly
+    batch = _batch()
+    assert fast_t5.supports(model)
+    ours, theirs = fast_t5.seq2seq_loss(model, **batch), model(**batch).loss
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    ours_g, theirs_g = _grads(model, ours), _grads(model, model(**batch).loss)
+    assert ours_g.keys() == theirs_g.keys()
+    # Every parameter gets a gradient, the relative position biases included.
+    assert len(ours_g) == len(list(model.parameters()))
+    for name in theirs_g:
+        torch.testing.assert_close(ours_g[name], theirs_g[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.unit
+def test_decoder_states_with_a_decoder_mask_match_the_model_s_own():
+    """The RL update's shape of call: encoder states given, padded responses masked."""
+    model = _t5("gated_gelu_untied").eval()
+    batch = _batch()
+    decoder_ids = model._shift_right(batch["labels"])
+    decoder_mask = (batch["labels"] != -100).long()
+    decoder_mask[:, 0] = 1
+    encoded = fast_t5.encode(model, batch["input_ids"], batch["attention_mask"])
+    reference = model.get_encoder()(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
+    torch.testing.assert_close(encoded, reference, rtol=1e-5, atol=1e-5)
+    out = model(
+        encoder_outputs=BaseModelOutput(last_hidden_state=reference),
+        attention_mask=batch["attention_mask"],
+        decoder_input_ids=decoder_ids,
+        decoder_attention_mask=decoder_mask,
+        output_hidden_states=True,
+        use_cache=False,
+    )
+    hidden = fast_t5.decode(model, encoded, batch["attention_mask"], decoder_ids, decoder_mask)
+    real = decoder_mask.bool()  # padded positions' states are never read
+    torch.testing.assert_close(
+        hidden[real], out.decoder_hidden_states[-1][real], rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(
+        fast_t5.lm_logits(model, hidden)[real], out.logits[real], rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_position_bias_is_the_model_s_own(bidirectional):
+    model = _t5("relu_tied")
+    stack = model.encoder if bidirectional else model.decoder
+    att = stack.block[0].layer[0].SelfAttention
+    for length in (1, 2, 7, 33):
+        torch.testing.assert_close(
+            fast_t5._position_bias(att, length, bidirectional), att.compute_bias(length, length)
+        )
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
+def test_dropout_keeps_the_configured_share_and_the_expectation(p):
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    y = fast_t5.dropout(x, p, training=True)
+    kept = (y != 0).float().mean().item()
+    # Binomial standard error at n = 200,000 is at most 0.0011.
+    assert abs(kept - (1 - p)) < 0.006
+    assert abs(y.mean().item() - 1.0) < 0.006 / (1 - p)
+    assert torch.unique(y[y != 0]).numel() == 1  # one scale for every kept element
+    # Masks are independent draws from torch's generator: reproducible under a seed, new each call.
+    torch.manual_seed(0)
+    assert torch.equal(fast_t5.dropout(x, p, training=True), y)
+    assert not torch.equal(fast_t5.dropout(x, p, training=True), y)
+
+
+@pytest.mark.unit
+def test_dropout_edges():
+    x = torch.randn(5, 7)
+    assert fast_t5.dropout(x, 0.1, training=False) is x
+    assert fast_t5.dropout(x, 0.0, training=True) is x
+    assert torch.count_nonzero(fast_t5.dropout(x, 1.0, training=True)) == 0
+    # Neighbouring elements come from different bits of one 64-bit draw: no pattern across them.
+    torch.manual_seed(3)
+    keep, _ = fast_t5.keep_mask(torch.Size([100_000, 4]), 0.5, torch.float32, torch.device("cpu"))
+    lanes = keep.mean(0)
+    assert torch.all((lanes - 0.5).abs() < 0.01), lanes
+    pairs = (keep[:, 0] == keep[:, 1]).float().mean()
+    assert abs(pairs.item() - 0.5) < 0.01
+
+
+@pytest.mark.unit
+def test_training_mode_drops_and_its_gradients_are_unbiased():
+    """With dropout on, the loss differs from the dropout-free one; averaged over many masks the
+    gradient of a linear read-out approaches the dropout-free gradient."""
+    model = _t5("relu_tied", dropout=0.3)
+    batch = _batch()
+    model.eval()
+    clean = fast_t5.seq2seq_loss(model, **batch).item()
+    model.train()
+    torch.manual_seed(0)
+    noisy = [fast_t5.seq2seq_loss(model, **batch).item() for _ in range(3)]
+    assert all(abs(n - clean) > 1e-4 for n in noisy)
+    assert len(set(noisy)) == 3
+    # Each of 64 outputs has its own mask: d out_i / d w_ij = mask_i * scale * x_j.
+    w = torch.randn(64, 32, requires_grad=True)
+    x = torch.randn(32)
+    torch.manual_seed(1)
+    total = torch.zeros_like(w)
+    for _ in range(400):
+        (g,) = torch.autograd.grad(fast_t5.dropout(w @ x, 0.3, True).sum(), w)
+        total += g
+    ratio = total / 400 / x  # mask * scale averaged over 400 draws, per output
+    # 25,600 draws of a 0 / (1 / 0.7) variable: standard error 0.004.
+    assert abs(ratio.mean().item() - 1.0) < 0.02
+
+
+@pytest.mark.unit
+def test_supports_only_what_it_computes():
+    model = _t5("relu_tied")
+    assert fast_t5.supports(model)
+    assert not fast_t5.supports(_t5("relu_tied").half())
+    checkpointed = _t5("relu_tied")
+    checkpointed.gradient_checkpointing_enable()
+    assert not fast_t5.supports(checkpointed)
+    assert not fast_t5.supports(model.encoder)
+
+
+def _distiller(fast: bool, dropout: float) -> RationaleDistiller:
+    return RationaleDistiller(
+        _t5("relu_tied", dropout=dropout),
+        optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3),
+        fast_forward=fast,
+    )
+
+
+@pytest.mark.unit
+def test_the_distiller_trains_through_it_by_default():
+    assert config_group("distill")["fast_forward"] is True
+    batch = _batch()
+    fast, plain = _distiller(True, 0.0), _distiller(False, 0.0)
+    for module in (fast, plain):
+        module.train()
+    torch.testing.assert_close(fast.task_losses(batch)["loss"], plain.task_losses(batch)["loss"])
+    # With dropout the two forwards draw different masks: the losses part.
+    fast, plain = _distiller(True, 0.3), _distiller(False, 0.3)
+    torch.manual_seed(0)
+    a = fast.train().task_losses(batch)["loss"]
+    torch.manual_seed(0)
+    b = plain.train().task_losses(batch)["loss"]
+    assert abs(a.item() - b.item()) > 1e-4
+
+
+@pytest.mark.stage
+def test_distillation_through_it_learns(tmp_path):
+    """A real Lightning fit with dropout on, through the fast forward: the loss on held-out pairs
+    of the same mapping (a word reversed) falls."""
+    pl.seed_everything(0, verbose=False)
+    student = build_student(
+        "tiny",
+        architecture=dict(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2),
+        tokenizer="byt5",
+        max_source_length=24,
+        max_target_length=12,
+    )
+    assert fast_t5.supports(student.model) and student.model.config.dropout_rate > 0
+    rng = random.Random(0)
+
+    def pairs(n):
+        words = [
+            "".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 7))) for _ in range(n)
+        ]
+        return TrainingPairs({"target": [(f"reverse: {w}", w[::-1]) for w in words]})
+
+    datamodule = RationaleDataModule(
+        student.tokenizer, pairs(256), pairs(32), 24, 12, batch_size=16, seed=0
+    )
+    module = RationaleDistiller(
+        student.model, optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3)
+    )
+    assert module.fast_forward
+    datamodule.setup("fit")
+    before = _val_loss(student.model, datamodule)
+    trainer = pl.Trainer(
+        max_steps=120,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    after = _val_loss(student.model, datamodule)
+    assert after < 0.7 * before, (before, after)
+
+
+def _val_loss(model, datamodule) -> float:
+    model.eval()
+    with torch.no_grad():
+        losses = [model(**b).loss.item() for b in datamodule.val_dataloader()]
+    return sum(losses) / len(losses)
