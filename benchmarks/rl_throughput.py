@@ -35,6 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workload import _words, tiny_t5  # noqa: E402
 
+CONF = Path(__file__).resolve().parent.parent / "lmgcot" / "conf"
+
 
 def prompts(seed: int, n: int, n_bytes: int = 300) -> list[str]:
     """`n` prompts of `n_bytes` bytes of the workload's words."""
@@ -45,6 +47,8 @@ def prompts(seed: int, n: int, n_bytes: int = 300) -> list[str]:
 def run_ours(algorithm: str, steps: int, warmup: int, threads: int, seed: int) -> dict:
     import pytorch_lightning as pl
     import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
     from torch.utils.data import DataLoader
 
     from lmgcot.rl.kl import FixedKLController
@@ -60,11 +64,14 @@ def run_ours(algorithm: str, steps: int, warmup: int, threads: int, seed: int) -
         scores = [r.encode().count(b"e") / max(len(r.encode()), 1) for r in rationales]
         return {"total": scores}
 
+    # conf/rl/default.yaml's optimiser at the peer's learning rate.
+    options = OmegaConf.to_container(OmegaConf.load(CONF / "rl" / "default.yaml").optimizer)
+    options["lr"] = 1.4e-5
     refiner = RationaleRefiner(
         model,
         tok,
         reward,
-        optimizer=lambda params: torch.optim.AdamW(params, lr=1.4e-5),
+        optimizer=instantiate(options),
         kl_controller=FixedKLController(0.2),
         algorithm=algorithm,
         samples_per_question=k,
@@ -103,6 +110,8 @@ def run_ours(algorithm: str, steps: int, warmup: int, threads: int, seed: int) -
         "samples_per_s": round(16 * n / wall, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": threads,
+        "optimizer": {k: v for k, v in options.items() if not k.startswith("_")},
+        "fast_forward": refiner.fast_forward,
     }
 
 

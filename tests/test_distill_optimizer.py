@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from lmgcot.distill.datamodule import RationaleDataModule
 from lmgcot.distill.module import RationaleDistiller
 from lmgcot.student.models import build_student
+from lmgcot.student.optim import build_optimizer
 from lmgcot.student.objectives import TrainingPairs
 
 TINY = dict(d_model=16, d_ff=32, d_kv=4, num_heads=2, num_layers=1)
@@ -72,3 +73,17 @@ def test_mixed_precision_with_clipping_trains_with_an_unfused_optimizer(tmp_path
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 2
     assert not trainer.optimizers[0].defaults["fused"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("group", ["distill", "rl"])
+def test_the_configured_optimizer_is_fused_unless_mixed_precision_clips(group):
+    factory = instantiate(config_group(group)["optimizer"])
+    params = _student().model.parameters
+    plain = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
+    mixed = pl.Trainer(
+        accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False
+    )
+    assert build_optimizer(factory, params, plain, clips=True).defaults["fused"]
+    assert build_optimizer(factory, params, mixed, clips=False).defaults["fused"]
+    assert not build_optimizer(factory, params, mixed, clips=True).defaults["fused"]

@@ -85,8 +85,18 @@ def test_loss_and_gradients_match_the_model_s_own_forward(layout):
 
 
 @pytest.mark.unit
-def test_decoder_states_with_a_decoder_mask_match_the_model_s_own():
-    """The RL update's shape of call: encoder states given, padded responses masked."""
+@pytest.mark.parametrize("grad", [True, False], ids=["update", "no_grad"])
+def test_decoder_states_with_a_decoder_mask_match_the_model_s_own(grad):
+    """The RL forward's shape of call: encoder states given, padded responses masked. Without
+    gradients (rollout log-probs) attention runs through torch's fused kernel."""
+    torch.set_grad_enabled(grad)
+    try:
+        _check_decoder_states()
+    finally:
+        torch.set_grad_enabled(True)
+
+
+def _check_decoder_states():
     model = _t5("gated_gelu_untied").eval()
     batch = _batch()
     decoder_ids = model._shift_right(batch["labels"])

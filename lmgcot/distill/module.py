@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.plugins.precision import MixedPrecision
 from transformers import PreTrainedModel
 
 from lmgcot.student import fast_t5
+from lmgcot.student.optim import build_optimizer
 
 PAIR_KEYS = {"input_ids", "attention_mask", "labels"}
 
@@ -85,19 +85,9 @@ class RationaleDistiller(pl.LightningModule):
         }
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        """The configured optimiser. A fused one (`fused: true`, the default: the fastest AdamW on
-        CPU) unscales gradients inside its own step, so Lightning's mixed precision refuses to clip
-        gradients before it; under mixed precision with clipping it is built unfused instead."""
-        optimizer = self.optimizer_factory(self.model.parameters())
         trainer = self._trainer
-        if (
-            getattr(optimizer, "_step_supports_amp_scaling", False)
-            and trainer is not None
-            and trainer.gradient_clip_val
-            and isinstance(trainer.precision_plugin, MixedPrecision)
-        ):
-            optimizer = self.optimizer_factory(self.model.parameters(), fused=False)
-        return optimizer
+        clips = bool(trainer is not None and trainer.gradient_clip_val)
+        return build_optimizer(self.optimizer_factory, self.model.parameters, trainer, clips)
 
 
 def _batch_size(batch: dict) -> int:

@@ -32,6 +32,7 @@ from lmgcot.rl.settings import (
 )
 from lmgcot.rl.update import UpdateMixin
 from lmgcot.rl.value_head import ValueHead
+from lmgcot.student.optim import build_optimizer
 
 # RL_CHOICES is read from here by the pipeline's and the config's checks.
 __all__ = ["RL_CHOICES", "RationaleRefiner", "RewardFn", "SampleLogger"]
@@ -234,11 +235,15 @@ class RationaleRefiner(
         return {"guard": values, "guard_mean": mean, "guard_ok": ok}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = list(self.model.parameters())
-        for critic_part in (self.value_head, self.critic_model):
-            if critic_part is not None:
-                params += list(critic_part.parameters())
-        return self.optimizer_factory(params)
+        def params() -> list[torch.nn.Parameter]:
+            out = list(self.model.parameters())
+            for critic_part in (self.value_head, self.critic_model):
+                if critic_part is not None:
+                    out += list(critic_part.parameters())
+            return out
+
+        # The update clips every step (`rl.update.GRADIENT_CLIP`).
+        return build_optimizer(self.optimizer_factory, params, self._trainer, clips=True)
 
     # ---------------------------------------------------------------- checkpoints
 

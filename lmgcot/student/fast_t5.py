@@ -194,20 +194,25 @@ def _cross_attention(
 def _attend(model, att, q, k, v, bias: torch.Tensor) -> torch.Tensor:
     """Softmax(q k^T + bias) v over heads, T5-style (no 1/sqrt(d) scaling), then the output
     projection. Attention dropout's scale is applied after the value matmul, on the smaller
-    tensor."""
-    # In place: the matmul's backward needs its inputs, not its output.
-    scores = torch.matmul(q, k.transpose(-1, -2)).add_(bias)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
-    scale = 1.0
-    if model.training and _p(model) > 0.0:
-        if probs.device.type == "cpu":
+    tensor. Without gradients (rollout log-probs, the reference) torch's fused attention kernel
+    runs instead: 3x faster on CPU, but it gives no gradient for the bias."""
+    dropping = model.training and _p(model) > 0.0
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias))
+    if not needs_grad and not dropping:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
+    else:
+        # In place: the matmul's backward needs its inputs, not its output.
+        scores = torch.matmul(q, k.transpose(-1, -2)).add_(bias)
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
+        scale = 1.0
+        if dropping and probs.device.type == "cpu":
             keep, scale = keep_mask(probs.shape, _p(model), probs.dtype, probs.device)
             probs = probs * keep
-        else:
+        elif dropping:
             probs = F.dropout(probs, _p(model), True)
-    out = torch.matmul(probs, v)
-    if scale != 1.0:
-        out = out * scale
+        out = torch.matmul(probs, v)
+        if scale != 1.0:
+            out = out * scale
     batch, heads, length, size = out.shape
     return att.o(out.transpose(1, 2).reshape(batch, length, heads * size))
 
