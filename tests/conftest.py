@@ -134,6 +134,22 @@ def config_group(group: str, option: str | None = None, *overrides: str) -> dict
         GlobalHydra.instance().clear()
 
 
+def quiet_trainer(root: Path, **options):
+    """A CPU Lightning Trainer that writes nothing but what `options` ask for: no logger,
+    checkpoints, progress bar or model summary; its files under `root`."""
+    import pytorch_lightning as pl
+
+    quiet = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    return pl.Trainer(**{**quiet, **options})
+
+
 def sweep_params(values, first_of=lambda v: None, ids=str):
     """Cases of an exhaustive parametrised sweep: the first case of each kind (`first_of`; by
     default one kind) stands for the rest in the fast tier; the others are marked slow, so only

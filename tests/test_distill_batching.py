@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import config_group
+from conftest import config_group, quiet_trainer
 from omegaconf import OmegaConf
 
 from lmgcot.data.synthetic import SyntheticMultiHop
@@ -182,16 +182,8 @@ def test_lightning_steps_and_the_schedule_length_match_the_token_budget_batches(
     module = RationaleDistiller(
         student.model, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3), scheduler=scheduler
     )
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-        default_root_dir=tmp_path,
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=2, limit_val_batches=0, use_distributed_sampler=False
     )
     trainer.fit(module, datamodule=dm)
     per_epoch = len(dm.batch_sampler())

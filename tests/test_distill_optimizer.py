@@ -5,16 +5,15 @@ fused step)."""
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
-from conftest import config_group
+from conftest import config_group, quiet_trainer
 from hydra.utils import instantiate
 
 from lmgcot.distill.datamodule import RationaleDataModule
 from lmgcot.distill.module import RationaleDistiller
 from lmgcot.student.models import build_student
-from lmgcot.student.optim import build_optimizer
 from lmgcot.student.objectives import TrainingPairs
+from lmgcot.student.optim import build_optimizer
 
 TINY = dict(d_model=16, d_ff=32, d_kv=4, num_heads=2, num_layers=1)
 
@@ -58,17 +57,12 @@ def test_mixed_precision_with_clipping_trains_with_an_unfused_optimizer(tmp_path
     module = RationaleDistiller(
         student.model, optimizer=lambda p, fused=True: torch.optim.AdamW(p, fused=fused)
     )
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
         max_steps=2,
-        accelerator="cpu",
         precision="bf16-mixed",
         gradient_clip_val=1.0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
         limit_val_batches=0,
-        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 2
@@ -77,13 +71,11 @@ def test_mixed_precision_with_clipping_trains_with_an_unfused_optimizer(tmp_path
 
 @pytest.mark.unit
 @pytest.mark.parametrize("group", ["distill", "rl"])
-def test_the_configured_optimizer_is_fused_unless_mixed_precision_clips(group):
+def test_the_configured_optimizer_is_fused_unless_mixed_precision_clips(group, tmp_path):
     factory = instantiate(config_group(group)["optimizer"])
     params = _student().model.parameters
-    plain = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
-    mixed = pl.Trainer(
-        accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False
-    )
+    plain = quiet_trainer(tmp_path)
+    mixed = quiet_trainer(tmp_path, precision="bf16-mixed")
     assert build_optimizer(factory, params, plain, clips=True).defaults["fused"]
     assert build_optimizer(factory, params, mixed, clips=False).defaults["fused"]
     assert not build_optimizer(factory, params, mixed, clips=True).defaults["fused"]

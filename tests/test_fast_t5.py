@@ -9,7 +9,7 @@ import random
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import config_group
+from conftest import config_group, quiet_trainer
 from transformers import T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -261,16 +261,7 @@ def test_distillation_through_it_learns(tmp_path):
     assert module.fast_forward
     datamodule.setup("fit")
     before = _val_loss(student.model, datamodule)
-    trainer = pl.Trainer(
-        max_steps=120,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=120, limit_val_batches=0)
     trainer.fit(module, datamodule=datamodule)
     after = _val_loss(student.model, datamodule)
     assert after < 0.7 * before, (before, after)
