@@ -10,7 +10,8 @@ at 1; the peers in batches of `--batch` (8) pairs. Each configuration runs in it
     ours       RationaleDistiller + RationaleDataModule under the Lightning Trainer that
                `build_trainer` makes from conf/trainer/default.yaml, with conf/distill/default.yaml's
                optimizer (its lr and weight decay set to the workload's), batches of
-               `--max-tokens` padded tokens (0: the config's batching)
+               `--max-tokens` padded tokens (0: the config's batching), the training forward
+               `distill.fast_forward` picks (`--forward`: lmgcot.student.fast_t5 or the model's own)
     hf_group   Seq2SeqTrainer, train_sampling_strategy="group_by_length" (benchmarks/peers/)
     hf_random  Seq2SeqTrainer, train_sampling_strategy="random"
 
