@@ -134,9 +134,9 @@ def config_group(group: str, option: str | None = None, *overrides: str) -> dict
         GlobalHydra.instance().clear()
 
 
-def quiet_trainer(root: Path, **options):
+def quiet_trainer(root: Path | None = None, **options):
     """A CPU Lightning Trainer that writes nothing but what `options` ask for: no logger,
-    checkpoints, progress bar or model summary; its files under `root`."""
+    checkpoints, progress bar or model summary; its files (if any) under `root`."""
     import pytorch_lightning as pl
 
     quiet = dict(
@@ -145,8 +145,9 @@ def quiet_trainer(root: Path, **options):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        default_root_dir=root,
     )
+    if root is not None:
+        quiet["default_root_dir"] = root
     return pl.Trainer(**{**quiet, **options})
 
 

@@ -7,6 +7,7 @@ import functools
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import quiet_trainer
 from torch.utils.data import DataLoader
 from transformers import ByT5Tokenizer
 
@@ -118,12 +119,7 @@ def tiny_refiner(reward, **settings) -> RationaleRefiner:
 
 
 def val_every_rollout(max_steps: int) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    return quiet_trainer(
         max_steps=max_steps,
         val_check_interval=1,
         check_val_every_n_epoch=None,
