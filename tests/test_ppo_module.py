@@ -325,3 +325,17 @@ def test_the_fast_forward_gives_the_model_s_own_logits_states_and_gradients() ->
     torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-5, atol=1e-5)
     for name, grad in out[False][2].items():
         torch.testing.assert_close(out[True][2][name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.unit
+def test_log_probs_use_the_sampling_temperature() -> None:
+    refiner = refiner_from_config(samples_per_question=2)
+    pl.seed_everything(0)
+    refiner.eval()
+    rollout = refiner._sample_rollout(["question 1: why?"])
+    with torch.no_grad():
+        plain, _ = refiner._forward(refiner.model, *rollout.model_inputs)
+        refiner.temperature = 2.0
+        tempered, _ = refiner._forward(refiner.model, *rollout.model_inputs)
+    torch.testing.assert_close(tempered, plain / 2.0)
+    assert not torch.allclose(tempered, plain)

@@ -94,7 +94,7 @@ class SamplingMixin:
                 model, encoded[groups], attention_mask[groups], decoder_input_ids, response_mask
             )
             logits = fast_t5.lm_logits(model, states)
-            return logits / self.temperature, states if hidden else None
+            return self._tempered(logits), states if hidden else None
         encoded = model.get_encoder()(
             input_ids=input_ids, attention_mask=attention_mask
         ).last_hidden_state
@@ -109,7 +109,11 @@ class SamplingMixin:
         # The last decoder state is taken after the final layer norm but before T5's
         # d_model ** -0.5 rescaling for tied embeddings, which only serves the LM head.
         states = out.decoder_hidden_states[-1] if hidden else None
-        return out.logits / self.temperature, states
+        return self._tempered(out.logits), states
+
+    def _tempered(self, logits: torch.Tensor) -> torch.Tensor:
+        # At temperature 1 (the default) dividing would copy the (n, T, V) logits for nothing.
+        return logits if self.temperature == 1.0 else logits / self.temperature
 
     def _values(
         self,
