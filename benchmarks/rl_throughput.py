@@ -33,9 +33,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import config_option  # noqa: E402
 from workload import _words, tiny_t5  # noqa: E402
-
-CONF = Path(__file__).resolve().parent.parent / "lmgcot" / "conf"
 
 
 def prompts(seed: int, n: int, n_bytes: int = 300) -> list[str]:
@@ -65,7 +64,7 @@ def run_ours(algorithm: str, steps: int, warmup: int, threads: int, seed: int) -
         return {"total": scores}
 
     # conf/rl/default.yaml's optimiser at the peer's learning rate.
-    options = OmegaConf.to_container(OmegaConf.load(CONF / "rl" / "default.yaml").optimizer)
+    options = OmegaConf.to_container(config_option("rl/default.yaml").optimizer)
     options["lr"] = 1.4e-5
     refiner = RationaleRefiner(
         model,

@@ -88,7 +88,7 @@ def measure_ours(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed, verbose=False)
-    distill = _option("distill/default.yaml")
+    distill = config_option("distill/default.yaml")
     distill.optimizer.lr, distill.optimizer.weight_decay = 3e-4, 0.0
     if args.optimizer != "config":
         for key in ("foreach", "fused"):
@@ -123,7 +123,7 @@ def measure_ours(args: argparse.Namespace) -> dict:
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             tally["ends"].append(time.perf_counter())
 
-    trainer_cfg = _option("trainer/default.yaml")
+    trainer_cfg = config_option("trainer/default.yaml")
     trainer_cfg.update(
         max_steps=args.steps, max_epochs=-1, enable_progress_bar=False, enable_model_summary=False
     )
@@ -202,7 +202,7 @@ def optimizer_share(args: argparse.Namespace) -> list[dict]:
     return out
 
 
-def _option(path: str):
+def config_option(path: str):
     """A config option's own keys (its schema defaults aside), as the YAML file writes them."""
     from omegaconf import OmegaConf
 

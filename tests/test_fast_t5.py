@@ -10,16 +10,16 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import config_group, quiet_trainer
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import T5ForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from lmgcot.distill.datamodule import RationaleDataModule
 from lmgcot.distill.module import RationaleDistiller
 from lmgcot.student import fast_t5
-from lmgcot.student.models import build_student
+from lmgcot.student.models import build_student, build_tiny_t5
 from lmgcot.student.objectives import TrainingPairs
 
-VOCAB = 50
+VOCAB = 384  # ByT5's ids, as build_tiny_t5 sizes the model
 
 # T5 v1.0 (relu, LM head tied to the embeddings and rescaled) and v1.1 / FLAN-T5 (gated gelu,
 # untied): the two layouts the student configs load.
@@ -30,8 +30,7 @@ LAYOUTS = {
 
 
 def _t5(layout: str, dropout: float = 0.1, seed: int = 0) -> T5ForConditionalGeneration:
-    config = T5Config(
-        vocab_size=VOCAB,
+    architecture = dict(
         d_model=24,
         d_ff=40,
         d_kv=8,
@@ -41,13 +40,9 @@ def _t5(layout: str, dropout: float = 0.1, seed: int = 0) -> T5ForConditionalGen
         relative_attention_num_buckets=8,
         relative_attention_max_distance=20,
         dropout_rate=dropout,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
         **LAYOUTS[layout],
     )
-    torch.manual_seed(seed)
-    return T5ForConditionalGeneration(config)
+    return build_tiny_t5(architecture, seed=seed)
 
 
 def _batch(seed: int = 1) -> dict:

@@ -46,10 +46,18 @@ def supports(model: torch.nn.Module) -> bool:
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if not training or p == 0.0:
         return x
+    x, scale = _dropped(x, p)
+    return x.mul_(scale) if scale != 1.0 else x
+
+
+def _dropped(x: torch.Tensor, p: float) -> tuple[torch.Tensor, float]:
+    """(x with dropped elements zeroed, the scale still to apply). On CPU the scale is left to
+    the caller, so attention can apply it to the smaller tensor after the value matmul; elsewhere
+    torch's fused dropout scales itself."""
     if x.device.type != "cpu":
-        return F.dropout(x, p, True)
+        return F.dropout(x, p, True), 1.0
     keep, scale = keep_mask(x.shape, p, x.dtype, x.device)
-    return (x * keep).mul_(scale)
+    return x * keep, scale
 
 
 def keep_mask(
@@ -205,11 +213,8 @@ def _attend(model, att, q, k, v, bias: torch.Tensor) -> torch.Tensor:
         scores = torch.matmul(q, k.transpose(-1, -2)).add_(bias)
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
         scale = 1.0
-        if dropping and probs.device.type == "cpu":
-            keep, scale = keep_mask(probs.shape, _p(model), probs.dtype, probs.device)
-            probs = probs * keep
-        elif dropping:
-            probs = F.dropout(probs, _p(model), True)
+        if dropping:
+            probs, scale = _dropped(probs, _p(model))
         out = torch.matmul(probs, v)
         if scale != 1.0:
             out = out * scale
