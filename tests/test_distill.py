@@ -157,6 +157,19 @@ def test_a_saved_student_reloads_and_generates_the_same(tmp_path):
 
 
 @pytest.mark.unit
+def test_student_generation_through_fast_t5_is_the_model_s_own():
+    """Greedy rationales are the same whichever decoder writes them (`fast`, the default, or
+    the model's own `generate`); beam search is always the model's own."""
+    pairs = _copy_task(16)
+    student = _bpe_student(pairs, max_target_length=12)
+    inputs = [s for s, _ in pairs[:6]]
+    fast = student_rationales(student, inputs, batch_size=4)
+    assert fast == student_rationales(student, inputs, batch_size=4, fast=False)
+    beams = student_rationales(student, inputs, num_beams=2)
+    assert beams == student_rationales(student, inputs, num_beams=2, fast=False)
+
+
+@pytest.mark.unit
 def test_student_sampling_is_seeded_and_greedy_copies_are_identical():
     pairs = _copy_task(16)
     student = build_student("tiny", architecture=TINY, tokenizer="byt5", max_target_length=8)

@@ -29,14 +29,16 @@ LAYOUTS = {
 }
 
 
-def _t5(layout: str, dropout: float = 0.1, seed: int = 0) -> T5ForConditionalGeneration:
+def _t5(
+    layout: str, dropout: float = 0.1, seed: int = 0, decoder_layers: int = 3
+) -> T5ForConditionalGeneration:
     architecture = dict(
         d_model=24,
         d_ff=40,
         d_kv=8,
         num_heads=3,
         num_layers=2,
-        num_decoder_layers=3,
+        num_decoder_layers=decoder_layers,
         relative_attention_num_buckets=8,
         relative_attention_max_distance=20,
         dropout_rate=dropout,
@@ -267,3 +269,137 @@ def _val_loss(model, datamodule) -> float:
     with torch.no_grad():
         losses = [model(**b).loss.item() for b in datamodule.val_dataloader()]
     return sum(losses) / len(losses)
+
+
+def _prompts(seed: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three prompts of different lengths, right-padded."""
+    batch = _batch(seed)
+    return batch["input_ids"][:3], batch["attention_mask"][:3]
+
+
+def _varied_t5(layout: str) -> T5ForConditionalGeneration:
+    """A random T5 whose greedy rationales vary from token to token: a random T5 repeats one
+    token; its decoder's self-attention and position bias scaled by 4 make each step depend on
+    the ones before (what the cache must get right)."""
+    # Equal depths: the model's own `generate` (transformers 5.x) fails on a deeper decoder.
+    model = _t5(layout, dropout=0.0, decoder_layers=2).eval()
+    with torch.no_grad():
+        for name, weight in model.decoder.named_parameters():
+            if "SelfAttention" in name:
+                weight.mul_(4.0)
+    return model
+
+
+def _ending_t5(layout: str) -> T5ForConditionalGeneration:
+    """`_varied_t5` with rationales that end at different steps: EOS's output row is made a copy
+    of a token's that greedy decoding first picks at different steps on different prompts, and
+    argmax takes the first of equal logits, so rows end where they would pick it."""
+    model = _varied_t5(layout)
+    ids, mask = _prompts()
+    with torch.no_grad():
+        picked = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False
+        )
+        rows = picked[:, 1:].tolist()
+
+        def ends(token: int) -> int:
+            return len({row.index(token) if token in row else None for row in rows})
+
+        head = model.get_output_embeddings().weight
+        head[model.config.eos_token_id] = head[max(sorted(set(rows[1])), key=ends)]
+    return model
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_greedy_decoding_is_the_model_s_own(layout):
+    model = _ending_t5(layout)
+    ids, mask = _prompts()
+    own = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False)
+    ours = fast_t5.generate(model, ids, mask, 12)
+    assert torch.equal(ours, own[:, 1:])
+    eos = model.config.eos_token_id
+    ends = [row.index(eos) if eos in row else None for row in ours.tolist()]
+    # The premise: rationales that vary, and end at different steps (or run to the limit).
+    assert len(set(ends)) >= 2 and len(set(ours[0].tolist())) >= 4
+    for row, end in zip(ours, ends):
+        if end is not None:
+            assert (row[end + 1 :] == model.config.pad_token_id).all()
+
+
+def _first_two_steps(model, ids, mask, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own next-token distributions at step 1, and at step 2 after `first`."""
+    start = model.config.decoder_start_token_id
+    decoder = torch.tensor([[start, first]] * len(ids))
+    logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder).logits
+    return logits[:, 0], logits[:, 1]
+
+
+@pytest.mark.unit
+def test_samples_follow_the_model_s_distribution_step_after_step():
+    torch.manual_seed(0)
+    model = _t5("gated_gelu_untied", dropout=0.0).eval()
+    ids, mask = _prompts()
+    n, temperature = 6000, 0.7
+    tokens = fast_t5.generate(model, ids, mask, 2, num_samples=n, temperature=temperature)
+    tokens = tokens.view(len(ids), n, 2)
+    with torch.no_grad():
+        first_logits, _ = _first_two_steps(model, ids, mask, 0)
+    for row in range(len(ids)):
+        p1 = torch.softmax(first_logits[row] / temperature, -1)
+        _close_to(tokens[row, :, 0], p1)
+        # Step 2, among the samples whose first token was the likeliest: the cache and the fed-back
+        # token give the model's own conditional distribution.
+        top = int(p1.argmax())
+        with torch.no_grad():
+            _, second = _first_two_steps(model, ids[row : row + 1], mask[row : row + 1], top)
+        _close_to(
+            tokens[row, tokens[row, :, 0] == top, 1], torch.softmax(second[0] / temperature, -1)
+        )
+
+
+def _close_to(samples: torch.Tensor, probs: torch.Tensor) -> None:
+    """Each of the ten likeliest tokens' share of `samples` is within 4 standard errors of its
+    probability."""
+    assert len(samples) > 300
+    shares = torch.bincount(samples, minlength=len(probs)).double() / len(samples)
+    for token in probs.topk(10).indices.tolist():
+        p = float(probs[token])
+        assert abs(float(shares[token]) - p) < 4 * (p * (1 - p) / len(samples)) ** 0.5 + 1e-3, token
+
+
+@pytest.mark.unit
+def test_nucleus_sampling_draws_only_from_the_nucleus_in_proportion():
+    torch.manual_seed(1)
+    model = _t5("relu_tied", dropout=0.0).eval()
+    ids, mask = _prompts()
+    top_p, n = 0.3, 4000
+    tokens = fast_t5.generate(model, ids, mask, 1, num_samples=n, temperature=1.0, top_p=top_p)
+    with torch.no_grad():
+        logits, _ = _first_two_steps(model, ids, mask, 0)
+    for row, samples in enumerate(tokens.view(len(ids), n)):
+        probs, order = torch.softmax(logits[row], -1).sort(descending=True)
+        size = int(((probs.cumsum(0) - probs) < top_p).sum())  # the smallest set reaching top_p
+        nucleus = torch.zeros_like(probs).scatter(0, order[:size], probs[:size])
+        assert 1 < size < 100
+        assert set(samples.tolist()) <= set(order[:size].tolist())
+        _close_to(samples, nucleus / nucleus.sum())
+
+
+@pytest.mark.unit
+def test_a_prompt_s_samples_share_its_encoding():
+    """Near-zero temperature: every sample of a prompt is that prompt's greedy rationale."""
+    model = _varied_t5("gated_gelu_untied")
+    ids, mask = _prompts()
+    greedy = fast_t5.generate(model, ids, mask, 12)
+    sampled = fast_t5.generate(model, ids, mask, 12, num_samples=4, temperature=1e-4)
+    assert torch.equal(sampled, greedy.repeat_interleave(4, 0))
+
+
+@pytest.mark.unit
+def test_generation_is_left_to_the_model_when_its_config_processes_logits():
+    model = _t5("relu_tied")
+    assert fast_t5.supports_generation(model)
+    model.generation_config.repetition_penalty = 1.3
+    assert not fast_t5.supports_generation(model)
+    assert not fast_t5.supports_generation(_t5("relu_tied").half())

@@ -328,6 +328,17 @@ def test_the_fast_forward_gives_the_model_s_own_logits_states_and_gradients() ->
 
 
 @pytest.mark.unit
+def test_the_fast_forward_decodes_the_model_s_own_greedy_responses() -> None:
+    refiner = refiner_from_config()
+    refiner.eval()
+    inputs = refiner.encode(["question 1: why?", "q 2: how so, then?", "q3"])
+    fast = refiner.generate(*inputs, greedy=True)
+    refiner.fast_forward = False
+    assert fast == refiner.generate(*inputs, greedy=True)
+    assert len(fast) == 3 and all(0 < len(r) <= refiner.max_new_tokens for r in fast)
+
+
+@pytest.mark.unit
 def test_log_probs_use_the_sampling_temperature() -> None:
     refiner = refiner_from_config(samples_per_question=2)
     pl.seed_everything(0)

@@ -46,31 +46,40 @@ class SamplingMixin:
         Returns each response's tokens without the decoder start token, cut after its first EOS
         (kept); a response without EOS was truncated at `max_new_tokens`.
         """
-        sampling = (
-            {"do_sample": False}
-            if greedy
-            else {
-                "do_sample": True,
-                "top_k": 0,
-                "top_p": 1.0,
-                "temperature": self.temperature,
-                "num_return_sequences": num_samples,
-            }
-        )
-        out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=self.max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-            decoder_start_token_id=self.model.config.decoder_start_token_id,
-            **sampling,
-        )
-        eos = self.tokenizer.eos_token_id
-        responses = []
-        for row in out[:, 1:].tolist():
-            responses.append(row[: row.index(eos) + 1] if eos in row else row)
-        return responses
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        if self.fast_forward and fast_t5.supports_generation(self.model):
+            rows = fast_t5.generate(
+                self.model,
+                input_ids,
+                attention_mask,
+                self.max_new_tokens,
+                num_samples=num_samples,
+                temperature=0.0 if greedy else self.temperature,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            ).tolist()
+        else:
+            sampling = (
+                {"do_sample": False}
+                if greedy
+                else {
+                    "do_sample": True,
+                    "top_k": 0,
+                    "top_p": 1.0,
+                    "temperature": self.temperature,
+                    "num_return_sequences": num_samples,
+                }
+            )
+            rows = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=self.max_new_tokens,
+                pad_token_id=pad,
+                eos_token_id=eos,
+                decoder_start_token_id=self.model.config.decoder_start_token_id,
+                **sampling,
+            )[:, 1:].tolist()
+        return [row[: row.index(eos) + 1] if eos in row else row for row in rows]
 
     def _forward(
         self,

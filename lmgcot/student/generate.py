@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from lmgcot.student import fast_t5
 from lmgcot.student.batching import pad_to_multiple
 from lmgcot.student.models import Student
 
@@ -19,10 +20,13 @@ def generate_rationales(
     seed: int = 0,
     progress=None,
     num_beams: int = 1,
+    fast: bool = True,
 ) -> list[list[str]]:
     """`num_samples` rationales per input (greedy when temperature is 0; beam search over
     `num_beams` beams when that is above 1). Inputs are sorted by length so batches carry little
-    padding; results come back in input order. Seeded."""
+    padding; results come back in input order. Seeded. `fast`: greedy and sampled decoding of a
+    T5 student through `fast_t5.generate` (the same tokens greedily, 1.5-2x faster on CPU); beam
+    search and other models use the model's own `generate`."""
     model, tok = student.model, student.tokenizer
     was_training = model.training
     model.eval()
@@ -32,29 +36,31 @@ def generate_rationales(
     out: list[list[str]] = [[] for _ in inputs]
     sampling = temperature > 0
     gen = torch.Generator().manual_seed(seed)
+    fast = fast and num_beams == 1 and fast_t5.supports_generation(model)
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             ids = pad_to_multiple([encoded[i] for i in idx], tok.pad_token_id).to(device)
             # One seed per batch drawn from a seeded stream: reproducible whatever ran before.
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-            if sampling:
-                # No top-k truncation: samples follow the student's full distribution.
-                kwargs = dict(
-                    do_sample=True,
+            mask = (ids != tok.pad_token_id).long()
+            if fast:
+                seqs = fast_t5.generate(
+                    model,
+                    ids,
+                    mask,
+                    student.max_target_length,
+                    num_samples=num_samples,
                     temperature=temperature,
                     top_p=top_p,
-                    top_k=0,
-                    num_return_sequences=num_samples,
                 )
             else:
-                kwargs = dict(do_sample=False, num_beams=num_beams)
-            seqs = model.generate(
-                input_ids=ids,
-                attention_mask=(ids != tok.pad_token_id).long(),
-                max_new_tokens=student.max_target_length,
-                **kwargs,
-            )
+                seqs = model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=student.max_target_length,
+                    **_hf_options(num_samples, temperature, top_p, num_beams),
+                )
             texts = [t.strip() for t in tok.batch_decode(seqs, skip_special_tokens=True)]
             per = num_samples if sampling else 1
             for j, i in enumerate(idx):
@@ -65,6 +71,19 @@ def generate_rationales(
     finally:
         model.train(was_training)
     return out
+
+
+def _hf_options(num_samples: int, temperature: float, top_p: float, num_beams: int) -> dict:
+    if temperature > 0:
+        # No top-k truncation: samples follow the student's full distribution.
+        return dict(
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=0,
+            num_return_sequences=num_samples,
+        )
+    return dict(do_sample=False, num_beams=num_beams)
 
 
 @torch.inference_mode()
