@@ -141,7 +141,7 @@ def _check_group_node(cfg: DictConfig, group: str, option: str) -> None:
             # Logger files belong in the run directory, never the working directory.
             assert Path(lg.save_dir) == Path(cfg.paths.run_dir), f"logger.{name}.save_dir"
         assert "csv" in node, f"logger={option}: the CSV metrics file is always written"
-    elif group in ("experiment", "sweep"):
+    elif group in ("experiment", "schedule", "sweep"):
         pass  # @package _global_ files: checked against their own YAML (sweeps: test_sweeps.py)
     else:
         assert isinstance(node, DictConfig) and len(node) > 0, f"{group}={option}: empty node"
@@ -160,7 +160,7 @@ def test_every_option_composes_with_its_groups_keys(compose_cfg, group, option):
     # Every interpolation resolves (run_dir is given, so Hydra's runtime is not needed).
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     for name in GROUPS:
-        if name not in ("experiment", *APPENDED):
+        if name not in ("experiment", "schedule", *APPENDED):
             assert name in cfg, f"{group}={option}: group {name} is missing from the config"
     _check_group_node(cfg, group, option)
 
@@ -202,6 +202,25 @@ def test_command_line_overrides_win_over_an_experiment(compose_cfg):
     assert cfg.trainer.max_steps == 3 and cfg.dataset.n_train == 16
     assert cfg.student.max_target_length == 24
     assert compose_cfg("experiment=smoke", fast=False).trainer.max_steps == 4
+
+
+@pytest.mark.unit
+def test_a_dataset_and_student_pair_brings_its_tuned_schedule(compose_cfg):
+    def schedule(*overrides: str) -> tuple:
+        cfg = compose_cfg(*overrides, fast=False)
+        return cfg.distill.optimizer.lr, cfg.trainer.max_steps
+
+    tuned = OmegaConf.load(CONF / "schedule" / "synthetic_tiny.yaml")
+    own = (tuned.distill.optimizer.lr, tuned.trainer.max_steps)
+    group = OmegaConf.load(CONF / "distill" / "default.yaml").optimizer.lr
+    plain = (group, OmegaConf.load(CONF / "trainer" / "default.yaml").max_steps)
+    assert schedule() == own != plain  # the offline default: synthetic with the tiny student
+    # Another pair keeps the groups' settings; the command line wins over the pair's.
+    assert schedule("dataset=last_letter") == plain
+    assert schedule("student=tiny_large") == plain
+    assert schedule("student=flan_t5_small") == plain
+    assert schedule("trainer.max_steps=300", "distill.optimizer.lr=3e-3") == (3e-3, 300)
+    assert schedule("trainer=gpu") == own
 
 
 @pytest.mark.stage
