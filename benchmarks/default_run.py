@@ -1,9 +1,10 @@
 """Time and peak memory of `lmgcot` with no arguments (the offline default), run by hand.
 
-    python benchmarks/default_run.py [extra overrides...]
+    python benchmarks/default_run.py [--results FILE] [extra overrides...]
 
 Runs the real console script in a fresh output root (so the call cache starts empty), then prints
 wall time, peak resident memory of the process tree's largest process, and the EM table.
+`--results FILE` keeps a copy of the run's results.json (the output root is deleted).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
+    keep = None
+    if argv[:1] == ["--results"]:
+        keep, argv = Path(argv[1]), argv[2:]
     lmgcot = Path(sys.executable).with_name("lmgcot")
     with tempfile.TemporaryDirectory(prefix="lmgcot-bench-") as root:
         env = {**os.environ, "LMGCOT_ROOT": root, "WANDB_MODE": "offline"}
@@ -33,6 +37,8 @@ def main(argv: list[str]) -> int:
             return proc.returncode
         results_file = next(Path(root, "outputs").rglob("results.json"))
         results = json.loads(results_file.read_text())
+        if keep is not None:
+            keep.write_text(results_file.read_text())
     print(f"wall time: {wall:.1f} s   peak RSS: {peak_mb:.0f} MB   cores: {os.cpu_count()}")
     for name, m in results["methods"].items():
         extra = f"  vote share {m['vote_share']:.3f}" if "vote_share" in m else ""

@@ -291,9 +291,9 @@ def _varied_t5(layout: str) -> T5ForConditionalGeneration:
 
 
 def _ending_t5(layout: str) -> T5ForConditionalGeneration:
-    """`_varied_t5` with rationales that end at different steps: EOS's output row is made a copy
-    of a token's that greedy decoding first picks at different steps on different prompts, and
-    argmax takes the first of equal logits, so rows end where they would pick it."""
+    """`_varied_t5` with rationales that end at different steps: EOS's output row is made 1.05
+    times a token's that greedy decoding first picks at different steps on different prompts, so
+    rows end where they would pick it (by a margin: sampling near temperature 0 ends them too)."""
     model = _varied_t5(layout)
     ids, mask = _prompts()
     with torch.no_grad():
@@ -306,7 +306,7 @@ def _ending_t5(layout: str) -> T5ForConditionalGeneration:
             return len({row.index(token) if token in row else None for row in rows})
 
         head = model.get_output_embeddings().weight
-        head[model.config.eos_token_id] = head[max(sorted(set(rows[1])), key=ends)]
+        head[model.config.eos_token_id] = 1.05 * head[max(sorted(set(rows[1])), key=ends)]
     return model
 
 
@@ -388,12 +388,15 @@ def test_nucleus_sampling_draws_only_from_the_nucleus_in_proportion():
 
 @pytest.mark.unit
 def test_a_prompt_s_samples_share_its_encoding():
-    """Near-zero temperature: every sample of a prompt is that prompt's greedy rationale."""
-    model = _varied_t5("gated_gelu_untied")
+    """Near-zero temperature: every sample of a prompt is that prompt's greedy rationale, also
+    after prompts whose samples have all ended leave the batch."""
+    model = _ending_t5("gated_gelu_untied")
     ids, mask = _prompts()
     greedy = fast_t5.generate(model, ids, mask, 12)
     sampled = fast_t5.generate(model, ids, mask, 12, num_samples=4, temperature=1e-4)
     assert torch.equal(sampled, greedy.repeat_interleave(4, 0))
+    eos = model.config.eos_token_id
+    assert len({row.index(eos) if eos in row else None for row in greedy.tolist()}) >= 2
 
 
 @pytest.mark.unit

@@ -23,6 +23,8 @@ float16, gradient checkpointing) fall back to the model's own forward: see `supp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from transformers import T5ForConditionalGeneration
@@ -295,68 +297,117 @@ def generate(
     k = num_samples if sampling else 1
     encoded = encode(model, input_ids, attention_mask)
     prompts, source = input_ids.shape
-    rows = prompts * k
-    cross_mask = _padding(attention_mask, encoded.dtype)  # (prompts, 1, 1, S)
     stack = model.decoder
     first = stack.block[0].layer[0].SelfAttention
     heads, size = first.n_heads, first.key_value_proj_dim
-    cross, self_weights, cache = [], [], []
+    cross, cache = [], []
     for block in stack.block:
         att = block.layer[1].EncDecAttention
         kv = F.linear(encoded, torch.cat([att.k.weight, att.v.weight]))
         keys, values = kv.view(prompts, source, 2, heads, size).permute(2, 0, 3, 1, 4)
         # Keys stored transposed and both contiguous: a strided operand is copied by every matmul.
         cross.append((keys.transpose(-1, -2).contiguous(), values.contiguous()))
-        sa = block.layer[0].SelfAttention
-        self_weights.append(torch.cat([sa.q.weight, sa.k.weight, sa.v.weight]))
-        shape = (rows, heads, max_new_tokens, size)
+        shape = (prompts * k, heads, max_new_tokens, size)
         cache.append((encoded.new_zeros(shape), encoded.new_zeros(shape)))
+    device = input_ids.device
+    live = _Live(
+        prompts=torch.arange(prompts, device=device),
+        cross=cross,
+        cross_mask=_padding(attention_mask, encoded.dtype),  # (prompts, 1, 1, S)
+        cache=cache,
+        token=torch.full((prompts * k,), model.config.decoder_start_token_id, device=device),
+        ended=torch.zeros(prompts * k, dtype=torch.bool, device=device),
+    )
+    weights = [
+        torch.cat(
+            [
+                b.layer[0].SelfAttention.q.weight,
+                b.layer[0].SelfAttention.k.weight,
+                b.layer[0].SelfAttention.v.weight,
+            ]
+        )
+        for b in stack.block
+    ]
     bias = _position_bias(first, max_new_tokens, False)[0]  # (heads, T, T): row t for step t
-    token = torch.full((rows,), model.config.decoder_start_token_id, device=input_ids.device)
     eos = model.generation_config.eos_token_id if eos_token_id is None else eos_token_id
-    eos = torch.tensor(eos if isinstance(eos, list) else [eos], device=input_ids.device)
+    eos = torch.tensor(eos if isinstance(eos, list) else [eos], device=device)
     if pad_token_id is None:
         pad_token_id = model.generation_config.pad_token_id
     pad = model.config.pad_token_id if pad_token_id is None else pad_token_id
-    ended = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
-    out = []
+    out = torch.full((prompts, k, max_new_tokens), pad, device=device)
+    steps = max_new_tokens
     for step in range(max_new_tokens):
-        h = dropout(stack.embed_tokens(token)[:, None], _p(model), model.training)
-        for block, weights, (keys, values), (past_k, past_v) in zip(
-            stack.block, self_weights, cross, cache
-        ):
-            layer = block.layer[0]
-            x = _norm(layer.layer_norm, h)
-            q, k_new, v_new = F.linear(x, weights).view(rows, 3, heads, 1, size).unbind(1)
-            past_k[:, :, step] = k_new[:, :, 0]
-            past_v[:, :, step] = v_new[:, :, 0]
-            scores = torch.matmul(q, past_k[:, :, : step + 1].transpose(-1, -2))
-            scores += bias[:, step : step + 1, : step + 1]
-            mixed = torch.matmul(torch.softmax(scores, dim=-1), past_v[:, :, : step + 1])
-            h = h + dropout(
-                layer.SelfAttention.o(mixed.view(rows, 1, heads * size)), _p(model), model.training
-            )
-            layer = block.layer[1]
-            x = _norm(layer.layer_norm, h)
-            # A prompt's k rows are k queries against its one set of keys: (prompts, heads, k, S).
-            q = layer.EncDecAttention.q(x).view(prompts, k, heads, size).transpose(1, 2)
-            scores = torch.matmul(q, keys) + cross_mask
-            mixed = torch.matmul(torch.softmax(scores, dim=-1), values).transpose(1, 2)
-            h = h + dropout(
-                layer.EncDecAttention.o(mixed.reshape(rows, 1, heads * size)),
-                _p(model),
-                model.training,
-            )
-            h = _feed_forward(model, block.layer[-1], h)
-        h = dropout(_norm(stack.final_layer_norm, h), _p(model), model.training)
-        logits = lm_logits(model, h[:, 0]).float()
+        logits = _step(model, live, weights, bias, step, k)
         token = _sample(logits, temperature, top_p) if sampling else logits.argmax(-1)
-        token = token.masked_fill(ended, pad)
-        out.append(token)
-        ended |= torch.isin(token, eos)
-        if bool(ended.all()):
+        live.token = token.masked_fill(live.ended, pad)
+        out[live.prompts, :, step] = live.token.view(-1, k)
+        live.ended |= torch.isin(live.token, eos)
+        finished = live.ended.view(-1, k).all(1)
+        done = int(finished.sum())
+        if done == len(finished):
+            steps = step + 1
             break
-    return torch.stack(out, 1)
+        # Ended prompts leave the batch once a quarter has: the steps after cost less, and the
+        # gather of the cache is paid rarely.
+        if 4 * done >= len(finished):
+            live.keep(~finished, k)
+    return out[:, :, :steps].reshape(prompts * k, steps)
+
+
+@dataclass
+class _Live:
+    """The prompts still decoding (their indices among the call's), with their cross-attention
+    keys and values per layer, padding mask, self-attention cache per layer, last tokens and
+    which of their k rows have ended."""
+
+    prompts: torch.Tensor
+    cross: list[tuple[torch.Tensor, torch.Tensor]]
+    cross_mask: torch.Tensor
+    cache: list[tuple[torch.Tensor, torch.Tensor]]
+    token: torch.Tensor
+    ended: torch.Tensor
+
+    def keep(self, which: torch.Tensor, k: int) -> None:
+        rows = which.repeat_interleave(k)
+        self.prompts = self.prompts[which]
+        self.cross = [(keys[which], values[which]) for keys, values in self.cross]
+        self.cross_mask = self.cross_mask[which]
+        self.cache = [(past_k[rows], past_v[rows]) for past_k, past_v in self.cache]
+        self.token, self.ended = self.token[rows], self.ended[rows]
+
+
+def _step(model, live: _Live, weights, bias: torch.Tensor, step: int, k: int) -> torch.Tensor:
+    """The next-token logits (float32) of every live row, its cache written at `step`."""
+    stack = model.decoder
+    rows, prompts = len(live.token), len(live.prompts)
+    h = dropout(stack.embed_tokens(live.token)[:, None], _p(model), model.training)
+    for block, weight, (keys, values), (past_k, past_v) in zip(
+        stack.block, weights, live.cross, live.cache
+    ):
+        layer = block.layer[0]
+        heads, size = layer.SelfAttention.n_heads, layer.SelfAttention.key_value_proj_dim
+        x = _norm(layer.layer_norm, h)
+        q, k_new, v_new = F.linear(x, weight).view(rows, 3, heads, 1, size).unbind(1)
+        past_k[:, :, step] = k_new[:, :, 0]
+        past_v[:, :, step] = v_new[:, :, 0]
+        scores = torch.matmul(q, past_k[:, :, : step + 1].transpose(-1, -2))
+        scores += bias[:, step : step + 1, : step + 1]
+        mixed = torch.matmul(torch.softmax(scores, dim=-1), past_v[:, :, : step + 1])
+        h = h + dropout(
+            layer.SelfAttention.o(mixed.view(rows, 1, heads * size)), _p(model), model.training
+        )
+        layer = block.layer[1]
+        x = _norm(layer.layer_norm, h)
+        # A prompt's k rows are k queries against its one set of keys: (prompts, heads, k, S).
+        q = layer.EncDecAttention.q(x).view(prompts, k, heads, size).transpose(1, 2)
+        scores = torch.matmul(q, keys) + live.cross_mask
+        mixed = torch.matmul(torch.softmax(scores, dim=-1), values).transpose(1, 2)
+        h = h + dropout(
+            layer.EncDecAttention.o(mixed.reshape(rows, 1, heads * size)), _p(model), model.training
+        )
+        h = _feed_forward(model, block.layer[-1], h)
+    h = dropout(_norm(stack.final_layer_norm, h), _p(model), model.training)
+    return lm_logits(model, h[:, 0]).float()
 
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
