@@ -400,6 +400,22 @@ def test_a_prompt_s_samples_share_its_encoding():
 
 
 @pytest.mark.unit
+def test_suppressed_tokens_are_never_generated():
+    model = _ending_t5("relu_tied")
+    ids, mask = _prompts()
+    plain = fast_t5.generate(model, ids, mask, 12)
+    eos = model.config.eos_token_id
+    suppressed = sorted({eos, int(plain[0, 0])})
+    model.generation_config.suppress_tokens = suppressed
+    assert fast_t5.supports_generation(model)
+    greedy = fast_t5.generate(model, ids, mask, 12)
+    own = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False)
+    assert torch.equal(greedy, own[:, 1:]) and greedy.shape[1] == 12
+    sampled = fast_t5.generate(model, ids, mask, 12, num_samples=50, temperature=2.0)
+    assert not torch.isin(torch.cat([greedy, sampled]), torch.tensor(suppressed)).any()
+
+
+@pytest.mark.unit
 def test_generation_is_left_to_the_model_when_its_config_processes_logits():
     model = _t5("relu_tied")
     assert fast_t5.supports_generation(model)

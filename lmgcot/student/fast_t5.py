@@ -247,7 +247,6 @@ _PROCESSING = {
     "min_length": 0,
     "min_new_tokens": None,
     "bad_words_ids": None,
-    "suppress_tokens": None,
     "begin_suppress_tokens": None,
     "forced_bos_token_id": None,
     "forced_eos_token_id": None,
@@ -260,7 +259,8 @@ _PROCESSING = {
 
 def supports_generation(model: torch.nn.Module) -> bool:
     """Whether `generate` decodes `model` as its own `generate` would: a T5 `supports` covers
-    whose generation config adds no logits processing (penalties, forced or banned tokens)."""
+    whose generation config adds no logits processing beyond suppressed tokens (penalties,
+    forced tokens, banned sequences)."""
     if not supports(model):
         return False
     config = model.generation_config
@@ -334,10 +334,15 @@ def generate(
     if pad_token_id is None:
         pad_token_id = model.generation_config.pad_token_id
     pad = model.config.pad_token_id if pad_token_id is None else pad_token_id
+    # The generation config's suppressed tokens are never picked (as its own `generate` does).
+    suppressed = model.generation_config.suppress_tokens
+    suppressed = torch.tensor(suppressed or [], dtype=torch.long, device=device)
     out = torch.full((prompts, k, max_new_tokens), pad, device=device)
     steps = max_new_tokens
     for step in range(max_new_tokens):
         logits = _step(model, live, weights, bias, step, k)
+        if len(suppressed):
+            logits[:, suppressed] = float("-inf")
         token = _sample(logits, temperature, top_p) if sampling else logits.argmax(-1)
         live.token = token.masked_fill(live.ended, pad)
         out[live.prompts, :, step] = live.token.view(-1, k)
