@@ -77,10 +77,16 @@ def test_reuse_redo_and_transport_keys(tmp_path):
     ctx.cfg.rl.rollouts = 4
     assert run_stage(stage, ctx, out) == {"values": {"rl.rollouts": 4}} and len(calls) == 2
     assert not (out.checkpoints / "last.ckpt").exists()
-    # force=true redoes a finished stage.
+    # force=true redoes a finished stage from the start: not from its finished run's checkpoint.
+    (out.checkpoints / "last.ckpt").write_text("the finished run's end")
     ctx.cfg.force = True
     run_stage(stage, ctx, out)
-    assert len(calls) == 3
+    assert len(calls) == 3 and not (out.checkpoints / "last.ckpt").exists()
+    # ... but a forced run that was interrupted resumes (its meta says not done).
+    out.write_meta({"fingerprint": out.fingerprint, "done": False})
+    (out.checkpoints / "last.ckpt").write_text("the interrupted forced run's state")
+    run_stage(stage, ctx, out)
+    assert len(calls) == 4 and (out.checkpoints / "last.ckpt").exists()
 
 
 @pytest.mark.unit

@@ -90,8 +90,10 @@ def _make(stage: Stage, ctx, out: StageDir, fp: str) -> dict:
                 f"{stage.name} needs {PRODUCT.get(need, need)} in {needed.path}: add the {need} "
                 "stage or point hydra.run.dir at a run that has them"
             )
-    if out.fingerprint != fp:
-        # Resumable state and logs of another configuration cannot be resumed.
+    if out.fingerprint != fp or ctx.cfg.force and out.done:
+        # Resumable state and logs of another configuration cannot be resumed, nor those of a
+        # finished run that force=true redoes (its last checkpoint is the end: nothing would be
+        # redone). A forced run that was interrupted is resumed: it is not done.
         stale = [*out.checkpoints.glob("*.ckpt"), *(out / name for name in stage.stale)]
         for path in stale:
             path.unlink(missing_ok=True)
