@@ -335,16 +335,24 @@ def _first_two_steps(model, ids, mask, first: int) -> tuple[torch.Tensor, torch.
     return logits[:, 0], logits[:, 1]
 
 
-@pytest.mark.unit
-def test_samples_follow_the_model_s_distribution_step_after_step():
-    torch.manual_seed(0)
-    model = _t5("gated_gelu_untied", dropout=0.0).eval()
+def _sampled(layout: str, seed: int, n: int, steps: int, **options) -> tuple:
+    """(model, prompts, mask, n samples of `steps` tokens per prompt as (prompts, n, steps), the
+    model's own step-1 logits) of a random T5 without dropout."""
+    torch.manual_seed(seed)
+    model = _t5(layout, dropout=0.0).eval()
     ids, mask = _prompts()
-    n, temperature = 6000, 0.7
-    tokens = fast_t5.generate(model, ids, mask, 2, num_samples=n, temperature=temperature)
-    tokens = tokens.view(len(ids), n, 2)
+    tokens = fast_t5.generate(model, ids, mask, steps, num_samples=n, **options)
     with torch.no_grad():
         first_logits, _ = _first_two_steps(model, ids, mask, 0)
+    return model, ids, mask, tokens.view(len(ids), n, steps), first_logits
+
+
+@pytest.mark.unit
+def test_samples_follow_the_model_s_distribution_step_after_step():
+    n, temperature = 6000, 0.7
+    model, ids, mask, tokens, first_logits = _sampled(
+        "gated_gelu_untied", 0, n, 2, temperature=temperature
+    )
     for row in range(len(ids)):
         p1 = torch.softmax(first_logits[row] / temperature, -1)
         _close_to(tokens[row, :, 0], p1)
@@ -370,14 +378,9 @@ def _close_to(samples: torch.Tensor, probs: torch.Tensor) -> None:
 
 @pytest.mark.unit
 def test_nucleus_sampling_draws_only_from_the_nucleus_in_proportion():
-    torch.manual_seed(1)
-    model = _t5("relu_tied", dropout=0.0).eval()
-    ids, mask = _prompts()
     top_p, n = 0.3, 4000
-    tokens = fast_t5.generate(model, ids, mask, 1, num_samples=n, temperature=1.0, top_p=top_p)
-    with torch.no_grad():
-        logits, _ = _first_two_steps(model, ids, mask, 0)
-    for row, samples in enumerate(tokens.view(len(ids), n)):
+    _, ids, _, tokens, logits = _sampled("relu_tied", 1, n, 1, temperature=1.0, top_p=top_p)
+    for row, samples in enumerate(tokens[:, :, 0]):
         probs, order = torch.softmax(logits[row], -1).sort(descending=True)
         size = int(((probs.cumsum(0) - probs) < top_p).sum())  # the smallest set reaching top_p
         nucleus = torch.zeros_like(probs).scatter(0, order[:size], probs[:size])
