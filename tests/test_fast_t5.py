@@ -422,6 +422,12 @@ def test_suppressed_tokens_are_never_generated():
 def test_generation_is_left_to_the_model_when_its_config_processes_logits():
     model = _t5("relu_tied")
     assert fast_t5.supports_generation(model)
-    model.generation_config.repetition_penalty = 1.3
-    assert not fast_t5.supports_generation(model)
+    for key, value in (
+        ("repetition_penalty", 1.3),
+        ("typical_p", 0.9),
+        ("no_repeat_ngram_size", 2),
+    ):
+        changed = _t5("relu_tied")
+        setattr(changed.generation_config, key, value)
+        assert not fast_t5.supports_generation(changed), key
     assert not fast_t5.supports_generation(_t5("relu_tied").half())

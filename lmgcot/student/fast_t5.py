@@ -254,6 +254,13 @@ _PROCESSING = {
     "sequence_bias": None,
     "exponential_decay_length_penalty": None,
     "renormalize_logits": False,
+    # Sampling truncations a generation config can carry (top_k and top_p the callers set).
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "min_p": None,
+    "guidance_scale": None,
+    "watermarking_config": None,
 }
 
 
