@@ -13,6 +13,12 @@ under a real Lightning `Trainer`:
 - `grpo`: the default estimator, the same 16 samples drawn as 2 prompts x 8 (the encoder runs once
   per prompt, in generation and in every update).
 
+- `floor` (with `--algorithms ppo,grpo,floor`): no PPO at all, only its update's work, 4 passes
+  of 4 minibatches of 4 prompts with 48 response tokens, each a forward, backward and AdamW step of
+  the policy (`fast_t5`, fused AdamW). 16 / its time is what PPO's samples/s could reach if
+  sampling, scoring and the rollout's log-probs cost nothing; `--floor-bf16` runs it under bf16
+  autocast.
+
 Each repeat runs every part in its own process, interleaved (ours, the peer, ours, ...), so machine
 load falls on all alike. JSON lines out, then a summary: median and range of samples/s and the
 ratio to the peer's per repeat.
@@ -114,6 +120,48 @@ def run_ours(algorithm: str, steps: int, warmup: int, threads: int, seed: int) -
     }
 
 
+def run_floor(steps: int, warmup: int, threads: int, seed: int, bf16: bool) -> dict:
+    import torch
+
+    from lmgcot.student import fast_t5
+
+    torch.set_num_threads(threads)
+    model, tok = tiny_t5(seed)
+    model.eval()  # no dropout, as in the refiner's update; gradients still flow
+    encoded = tok(prompts(seed, 16), return_tensors="pt", padding=True)
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    responses = torch.randint(3, len(tok), (16, 48), generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1.4e-5, fused=True)
+    seconds = []
+    for step in range(warmup + steps):
+        t0 = time.perf_counter()
+        for _epoch in range(4):
+            for rows in torch.arange(16).split(4):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    states = fast_t5.decode(
+                        model,
+                        fast_t5.encode(model, ids[rows], mask[rows]),
+                        mask[rows],
+                        responses[rows],
+                    )
+                    logits = fast_t5.lm_logits(model, states)
+                torch.logsumexp(logits.float(), -1).mean().backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        if step >= warmup:
+            seconds.append(time.perf_counter() - t0)
+    update = statistics.median(seconds)
+    return {
+        "bench": "ppo_update_floor",
+        "steps": steps,
+        "update_s_median": round(update, 3),
+        "samples_per_s": round(16 / update, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "threads": threads,
+        "bf16": bf16,
+    }
+
+
 def child(argv: list[str]) -> dict:
     """Run `argv` and return its last JSON line with "samples_per_s" (the summary)."""
     proc = subprocess.run(argv, capture_output=True, text=True)
@@ -135,8 +183,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--algorithms", default="ppo,grpo")
     ap.add_argument("--peer", help="a peer's command line; its last JSON line with samples_per_s")
+    ap.add_argument("--floor-bf16", action="store_true", help="the floor under bf16 autocast")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child == "floor":
+        row = run_floor(args.steps, args.warmup, args.threads, args.seed, args.floor_bf16)
+        print(json.dumps(row), flush=True)
+        return 0
     if args.child:
         row = run_ours(args.child, args.steps, args.warmup, args.threads, args.seed)
         print(json.dumps(row), flush=True)
@@ -154,6 +207,7 @@ def main(argv: list[str]) -> int:
                 f"--warmup={args.warmup}",
                 f"--threads={args.threads}",
                 f"--seed={args.seed}",
+                *(["--floor-bf16"] if args.floor_bf16 else []),
             ]
             for algo in args.algorithms.split(",")
         }
