@@ -327,6 +327,15 @@ def test_greedy_decoding_is_the_model_s_own(layout):
             assert (row[end + 1 :] == model.config.pad_token_id).all()
 
 
+@pytest.mark.unit
+def test_greedy_decoding_of_a_bfloat16_model_is_the_model_s_own():
+    model = _varied_t5("gated_gelu_untied").to(torch.bfloat16)
+    ids, mask = _prompts()
+    assert fast_t5.supports_generation(model)
+    own = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False)
+    assert torch.equal(fast_t5.generate(model, ids, mask, 12), own[:, 1:])
+
+
 def _first_two_steps(model, ids, mask, first: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's own next-token distributions at step 1, and at step 2 after `first`."""
     start = model.config.decoder_start_token_id
