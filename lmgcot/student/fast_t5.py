@@ -1,6 +1,7 @@
-"""A training forward for Hugging Face's T5 family that reads the model's own parameters and runs
-the same computation in fewer, cheaper operations. Generation, saving and loading stay Hugging
-Face's; only the teacher-forced forward of distillation and of the RL update goes through here.
+"""A training forward and a decoder for Hugging Face's T5 family that read the model's own
+parameters and run the same computation in fewer, cheaper operations: the teacher-forced forward
+of distillation and of the RL update, and greedy and sampled generation (`generate`, below).
+Saving, loading and beam search stay Hugging Face's.
 
 Where the time goes in Hugging Face's forward on CPU (tiny T5, 2 threads, profiled): dropout's
 keep masks drawn by `bernoulli_` (a third of a training step), the relative position bias merged
@@ -18,7 +19,8 @@ masked keys, and separate q, k and v projections. Here:
 
 Bitwise, results differ from Hugging Face's only in float summation order; `tests/test_fast_t5.py`
 checks logits, loss and gradients against it. Models this does not cover (another architecture,
-float16, gradient checkpointing) fall back to the model's own forward: see `supports`.
+float16, gradient checkpointing) fall back to the model's own forward: see `supports`, and for
+generation `supports_generation`.
 """
 
 from __future__ import annotations
