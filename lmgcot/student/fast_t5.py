@@ -186,9 +186,13 @@ def _norm(norm: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
 def _self_attention(model, layer, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     att = layer.SelfAttention
     x = _norm(layer.layer_norm, h)
-    qkv = F.linear(x, torch.cat([att.q.weight, att.k.weight, att.v.weight]))
+    qkv = F.linear(x, _qkv_weight(att))
     q, k, v = qkv.view(*x.shape[:2], 3, att.n_heads, att.key_value_proj_dim).permute(2, 0, 3, 1, 4)
     return h + dropout(_attend(model, att, q, k, v, bias), _p(model), model.training)
+
+
+def _qkv_weight(att) -> torch.Tensor:
+    return torch.cat([att.q.weight, att.k.weight, att.v.weight])
 
 
 def _cross_attention(
@@ -301,7 +305,7 @@ def generate(
     shared by a prompt's samples (its samples are the query rows of one attention), the
     self-attention cache is written in place, and a sample is drawn by inverting the cumulative
     distribution with one uniform number per row: `torch.multinomial` draws an exponential
-    variate per vocabulary entry, most of a decoding step at a 2,000-token vocabulary."""
+    variate per vocabulary entry, a quarter of a decoding step at a 2,000-token vocabulary."""
     sampling = temperature > 0
     k = num_samples if sampling else 1
     encoded = encode(model, input_ids, attention_mask)
@@ -327,16 +331,7 @@ def generate(
         token=torch.full((prompts * k,), model.config.decoder_start_token_id, device=device),
         ended=torch.zeros(prompts * k, dtype=torch.bool, device=device),
     )
-    weights = [
-        torch.cat(
-            [
-                b.layer[0].SelfAttention.q.weight,
-                b.layer[0].SelfAttention.k.weight,
-                b.layer[0].SelfAttention.v.weight,
-            ]
-        )
-        for b in stack.block
-    ]
+    weights = [_qkv_weight(block.layer[0].SelfAttention) for block in stack.block]
     bias = _position_bias(first, max_new_tokens, False)[0]  # (heads, T, T): row t for step t
     eos = model.generation_config.eos_token_id if eos_token_id is None else eos_token_id
     eos = torch.tensor(eos if isinstance(eos, list) else [eos], device=device)
@@ -437,6 +432,10 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Ten
         dropped[:, 0] = False
         probs = probs.masked_fill(dropped, 0.0)
     cdf = probs.cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
-    picked = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1)
+    total = cdf[:, -1:]
+    u = torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=cdf.dtype) * total
+    # Below the total even where the product rounds up to it: the first entry the draw falls
+    # short of is then always a token of positive probability, never a suppressed one at the end.
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
+    picked = torch.searchsorted(cdf, u, right=True)
     return picked[:, 0] if order is None else order.gather(-1, picked)[:, 0]
