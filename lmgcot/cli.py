@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lmgcot.config import register
 from lmgcot.config.threads import remember_user_setting, use_threads
-from lmgcot.errors import LmgcotError
+from lmgcot.errors import ConfigError, LmgcotError
 
 # Configs ship inside the package, so a wheel install has them too.
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
@@ -39,6 +39,7 @@ def _main(cfg: DictConfig) -> float | None:
     from lmgcot.pipeline import run  # heavy imports after Hydra has parsed --help / --cfg
 
     try:
+        _check_named_options()
         use_threads(cfg.threads)  # before any torch work
         results = run(cfg)
     except USER_ERRORS as err:
@@ -62,6 +63,24 @@ def _main(cfg: DictConfig) -> float | None:
     guided = [n for n, m in METHODS.items() if m.student and m.uses_large_lm]
     ems = [m["em"] for name, m in results["methods"].items() if name in guided]
     return max(ems) if ems else None
+
+
+# Groups whose defaults-list entry is optional: Hydra skips a missing option of theirs silently.
+OPTIONAL_GROUPS = ("schedule",)
+
+
+def _check_named_options() -> None:
+    """An option of an optional group named on the command line must exist: `schedule` is
+    optional because most dataset and student pairs have no file, so a misspelt one would
+    otherwise be dropped without a word."""
+    for override in HydraConfig.get().overrides.task:
+        key, _, value = override.partition("=")
+        if key not in OPTIONAL_GROUPS or value in ("", "null"):
+            continue
+        folder = Path(CONFIG_DIR) / key
+        if not (folder / f"{value}.yaml").is_file():
+            options = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+            raise ConfigError(f"{key}={value}: no such option; available: {options} (~{key}: none)")
 
 
 def lookup(results: dict, path: str):

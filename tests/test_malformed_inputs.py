@@ -143,6 +143,8 @@ OVERRIDES: dict[str, tuple[list[str], list[str]]] = {
     "misspelt group": (["studnet=tiny"], ["studnet", "did you mean the group 'student'"]),
     "unknown group option": (["dataset=hotpot"], ["dataset/hotpot", "hotpotqa"]),
     "unknown experiment": (["experiment=nope"], ["experiment/nope"]),
+    # An optional group (Hydra would drop a missing option silently).
+    "unknown schedule": (["schedule=nope"], ["schedule=nope: no such option", "synthetic_tiny"]),
     "appended unknown key": (["+typo=1"], ["typo", "unknown key"]),
     "unknown nested key": (["rl.nope=1"], ["nope"]),
     "seed not a number": (["seed=abc"], ["seed", "abc"]),
