@@ -36,9 +36,10 @@ def main(argv: list[str]) -> int:
             print(proc.stderr[-3000:], file=sys.stderr)
             return proc.returncode
         results_file = next(Path(root, "outputs").rglob("results.json"))
-        results = json.loads(results_file.read_text())
+        text = results_file.read_text()
         if keep is not None:
-            keep.write_text(results_file.read_text())
+            keep.write_text(text)
+        results = json.loads(text)
     print(f"wall time: {wall:.1f} s   peak RSS: {peak_mb:.0f} MB   cores: {os.cpu_count()}")
     for name, m in results["methods"].items():
         extra = f"  vote share {m['vote_share']:.3f}" if "vote_share" in m else ""

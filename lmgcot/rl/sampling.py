@@ -9,6 +9,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from lmgcot.student import fast_t5
 from lmgcot.student.batching import pad_to_multiple
+from lmgcot.student.generate import decode_tokens
 
 # Responses are right-padded to a multiple of this, so few distinct shapes reach the model.
 RESPONSE_PAD_MULTIPLE = 8
@@ -46,39 +47,18 @@ class SamplingMixin:
         Returns each response's tokens without the decoder start token, cut after its first EOS
         (kept); a response without EOS was truncated at `max_new_tokens`.
         """
-        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        if self.fast_forward and fast_t5.supports_generation(self.model):
-            rows = fast_t5.generate(
-                self.model,
-                input_ids,
-                attention_mask,
-                self.max_new_tokens,
-                num_samples=num_samples,
-                temperature=0.0 if greedy else self.temperature,
-                eos_token_id=eos,
-                pad_token_id=pad,
-            ).tolist()
-        else:
-            sampling = (
-                {"do_sample": False}
-                if greedy
-                else {
-                    "do_sample": True,
-                    "top_k": 0,
-                    "top_p": 1.0,
-                    "temperature": self.temperature,
-                    "num_return_sequences": num_samples,
-                }
-            )
-            rows = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                max_new_tokens=self.max_new_tokens,
-                pad_token_id=pad,
-                eos_token_id=eos,
-                decoder_start_token_id=self.model.config.decoder_start_token_id,
-                **sampling,
-            )[:, 1:].tolist()
+        eos = self.tokenizer.eos_token_id
+        rows = decode_tokens(
+            self.model,
+            input_ids,
+            attention_mask,
+            self.max_new_tokens,
+            num_samples=num_samples,
+            temperature=0.0 if greedy else self.temperature,
+            fast=self.fast_forward,
+            eos_token_id=eos,
+            pad_token_id=self.tokenizer.pad_token_id,
+        ).tolist()
         return [row[: row.index(eos) + 1] if eos in row else row for row in rows]
 
     def _forward(

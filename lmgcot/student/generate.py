@@ -36,31 +36,23 @@ def generate_rationales(
     out: list[list[str]] = [[] for _ in inputs]
     sampling = temperature > 0
     gen = torch.Generator().manual_seed(seed)
-    fast = fast and num_beams == 1 and fast_t5.supports_generation(model)
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             ids = pad_to_multiple([encoded[i] for i in idx], tok.pad_token_id).to(device)
             # One seed per batch drawn from a seeded stream: reproducible whatever ran before.
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-            mask = (ids != tok.pad_token_id).long()
-            if fast:
-                seqs = fast_t5.generate(
-                    model,
-                    ids,
-                    mask,
-                    student.max_target_length,
-                    num_samples=num_samples,
-                    temperature=temperature,
-                    top_p=top_p,
-                )
-            else:
-                seqs = model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    max_new_tokens=student.max_target_length,
-                    **_hf_options(num_samples, temperature, top_p, num_beams),
-                )
+            seqs = decode_tokens(
+                model,
+                ids,
+                (ids != tok.pad_token_id).long(),
+                student.max_target_length,
+                num_samples=num_samples,
+                temperature=temperature,
+                top_p=top_p,
+                num_beams=num_beams,
+                fast=fast,
+            )
             texts = [t.strip() for t in tok.batch_decode(seqs, skip_special_tokens=True)]
             per = num_samples if sampling else 1
             for j, i in enumerate(idx):
@@ -73,17 +65,57 @@ def generate_rationales(
     return out
 
 
-def _hf_options(num_samples: int, temperature: float, top_p: float, num_beams: int) -> dict:
+def decode_tokens(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    num_beams: int = 1,
+    fast: bool = True,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+) -> torch.Tensor:
+    """(prompts x num_samples, steps) tokens without the decoder start token, a prompt's samples
+    next to each other, pad after a row's EOS: greedy (temperature 0; beam search over
+    `num_beams`) or sampled from the untruncated tempered distribution (nucleus-truncated when
+    `top_p` < 1). Through `fast_t5.generate` when `fast` and it covers the model (not beam
+    search), else the model's own `generate`."""
+    if fast and num_beams == 1 and fast_t5.supports_generation(model):
+        return fast_t5.generate(
+            model,
+            input_ids,
+            attention_mask,
+            max_new_tokens,
+            num_samples=num_samples,
+            temperature=temperature,
+            top_p=top_p,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+        )
     if temperature > 0:
         # No top-k truncation: samples follow the student's full distribution.
-        return dict(
+        options = dict(
             do_sample=True,
             temperature=temperature,
             top_p=top_p,
             top_k=0,
             num_return_sequences=num_samples,
         )
-    return dict(do_sample=False, num_beams=num_beams)
+    else:
+        options = dict(do_sample=False, num_beams=num_beams)
+    for key, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+        if value is not None:
+            options[key] = value
+    return model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=max_new_tokens,
+        decoder_start_token_id=model.config.decoder_start_token_id,
+        **options,
+    )[:, 1:]
 
 
 @torch.inference_mode()
