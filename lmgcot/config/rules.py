@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from lmgcot.config.variants import SimulatedReaderConfig, SimulatedStyleConfig
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,16 @@ RANGES: dict[str, Range] = {
             "large_lm.error_rate",
             "large_lm.unassisted_accuracy",
             "large_lm.name_match_cutoff",
+            *(f"large_lm.style.{f.name}" for f in fields(SimulatedStyleConfig)),
+            *(
+                f"large_lm.reader.{f.name}"
+                for f in fields(SimulatedReaderConfig)
+                if f.name != "length_free_words"
+            ),
         ),
         SHARE,
     ),
+    "large_lm.reader.length_free_words": Range(low=0),
     "evaluation.self_consistency.temperature": Range(
         low=0, low_open=True, note="samples at temperature 0 are all the same"
     ),

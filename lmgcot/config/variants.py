@@ -87,11 +87,41 @@ class LargeLMConfig:
 
 
 @dataclass
+class SimulatedStyleConfig:
+    """large_lm.style: the probability of each form the simulated teacher writes in."""
+
+    paraphrase: Number = MISSING
+    reverse_order: Number = MISSING
+    restate_question: Number = MISSING
+    connectives: Number = MISSING
+    compressed: Number = MISSING
+    distractor_facts: Number = MISSING
+    hedge: Number = MISSING
+    missing_hop: Number = MISSING
+    contradiction: Number = MISSING
+    other_conclusion: Number = MISSING
+
+
+@dataclass
+class SimulatedReaderConfig:
+    """large_lm.reader: the sizes of the simulated reader's effects."""
+
+    distractor_pull: Number = MISSING
+    context_conflict_fallback: Number = MISSING
+    self_contradiction_fallback: Number = MISSING
+    hedge_trust: Number = MISSING
+    length_free_words: int = MISSING
+    length_hop_loss: Number = MISSING
+
+
+@dataclass
 class SimulatedLMConfig(LargeLMConfig):
     error_rate: Number = MISSING
     unassisted_accuracy: Number = MISSING
     name_match_cutoff: Number = MISSING
     seed: int = MISSING
+    style: SimulatedStyleConfig = field(default_factory=SimulatedStyleConfig)
+    reader: SimulatedReaderConfig = field(default_factory=SimulatedReaderConfig)
 
 
 @dataclass

@@ -29,31 +29,73 @@ from lmgcot.errors import ConfigError
 
 @dataclass(frozen=True)
 class Relation:
-    name: str
-    template: str  # with {s} (subject) and {o} (object)
+    """A relation and the sentences that state it: `template` is how contexts state it, and each of
+    `variants` is another way a writer (the `simulated` teacher) may put it. All have {s} (subject)
+    and {o} (object)."""
 
-    def render(self, s: str, o: str) -> str:
-        return self.template.format(s=s, o=o)
+    name: str
+    template: str
+    variants: tuple[str, ...] = ()
+
+    @property
+    def phrasings(self) -> tuple[str, ...]:
+        return (self.template, *self.variants)
+
+    def render(self, s: str, o: str, phrasing: int = 0) -> str:
+        return self.phrasings[phrasing].format(s=s, o=o)
 
     @property
     def pattern(self) -> re.Pattern:
-        parts = re.split(r"(\{s\}|\{o\})", self.template)
-        rx = "".join(
-            "(?P<s>.+?)" if p == "{s}" else "(?P<o>.+?)" if p == "{o}" else re.escape(p)
-            for p in parts
-        )
-        return re.compile(rx.rstrip(r"\.") + r"\.?$")
+        return self.patterns[0]
+
+    @property
+    def patterns(self) -> tuple[re.Pattern, ...]:
+        return tuple(_template_pattern(t) for t in self.phrasings)
 
 
+def _template_pattern(template: str) -> re.Pattern:
+    parts = re.split(r"(\{s\}|\{o\})", template)
+    rx = "".join(
+        "(?P<s>.+?)" if p == "{s}" else "(?P<o>.+?)" if p == "{o}" else re.escape(p) for p in parts
+    )
+    return re.compile(rx.rstrip(r"\.") + r"\.?$")
+
+
+# The first sentence of each relation is the one contexts use; the others are paraphrases a writer
+# may use instead (at least three ways to say each fact, as large LMs vary their wording).
 RELATIONS: dict[str, Relation] = {
     r.name: r
     for r in (
-        Relation("directed_by", "{s} is a film directed by {o}."),
-        Relation("released", "{s} came out in {o}."),
-        Relation("born_in", "{s} was born in {o}."),
-        Relation("produced_by", "{s} was produced by the studio {o}."),
-        Relation("founded_by", "{s} was founded by {o}."),
-        Relation("located_in", "{s} is a city in {o}."),
+        Relation(
+            "directed_by",
+            "{s} is a film directed by {o}.",
+            ("{s} was directed by {o}.", "The director of {s} is {o}.", "{o} directed {s}."),
+        ),
+        Relation(
+            "released",
+            "{s} came out in {o}.",
+            ("{s} was released in {o}.", "The release year of {s} is {o}."),
+        ),
+        Relation(
+            "born_in",
+            "{s} was born in {o}.",
+            ("{s} is from {o}.", "The birthplace of {s} is {o}."),
+        ),
+        Relation(
+            "produced_by",
+            "{s} was produced by the studio {o}.",
+            ("{s} is a production of {o}.", "The studio {o} produced {s}."),
+        ),
+        Relation(
+            "founded_by",
+            "{s} was founded by {o}.",
+            ("The founder of {s} is {o}.", "{o} founded {s}."),
+        ),
+        Relation(
+            "located_in",
+            "{s} is a city in {o}.",
+            ("{s} lies in {o}.", "{s} is located in the country {o}."),
+        ),
     )
 }
 

@@ -40,16 +40,19 @@ whitespace-separated words. Prompts it cannot read (another dataset, another tem
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict
 
-from lmgcot.data.synthetic import RELATIONS
 from lmgcot.errors import BackendError
 from lmgcot.llm.base import Completion, LargeLM, Request
-from lmgcot.llm.simulated_prompt import SyntheticQuestion, SyntheticTask, read_prompt
+from lmgcot.llm.simulated_prompt import read_prompt
+from lmgcot.llm.simulated_reader import ReaderEffects, answer_with_rationale, unassisted_answer
 from lmgcot.llm.simulated_reasoning import (
     is_reasoning_prompt,
     read_reasoning_prompt,
     respond_reasoning,
 )
+from lmgcot.llm.simulated_writer import RationaleStyle, write_rationale
 
 
 class SimulatedLargeLM(LargeLM):
@@ -64,6 +67,8 @@ class SimulatedLargeLM(LargeLM):
         unassisted_accuracy: float = 0.5,
         name_match_cutoff: float = 0.75,
         seed: int = 0,
+        style: Mapping | None = None,
+        reader: Mapping | None = None,
     ):
         super().__init__(model, cache=cache, batch_size=batch_size)
         for key, value in (
@@ -77,6 +82,8 @@ class SimulatedLargeLM(LargeLM):
         self.unassisted_accuracy = float(unassisted_accuracy)
         self.name_match_cutoff = float(name_match_cutoff)
         self.seed = int(seed)
+        self.style = RationaleStyle.from_mapping(style)
+        self.reader = ReaderEffects.from_mapping(reader)
 
     def cache_identity(self) -> dict:
         return {
@@ -84,6 +91,8 @@ class SimulatedLargeLM(LargeLM):
             "unassisted_accuracy": self.unassisted_accuracy,
             "name_match_cutoff": self.name_match_cutoff,
             "seed": self.seed,
+            "style": asdict(self.style),
+            "reader": asdict(self.reader),
         }
 
     def check_prompt(self, prompt: str) -> None:
@@ -105,78 +114,24 @@ class SimulatedLargeLM(LargeLM):
             return respond_reasoning(self, prompt, salt, greedy=temperature <= 0)
         task = read_prompt(prompt)
         if task.wants_rationale:
-            draw = self._uniform("teacher", prompt, salt)
-            return self._write_rationale(task, corrupt=draw < self.error_rate)
-        return self._answer(task, salt)
-
-    # -- roles ---------------------------------------------------------------------------------
-
-    def _write_rationale(self, task: SyntheticTask, corrupt: bool) -> str:
-        q = task.question_kind
-        if q.kind == "bridge":
-            start = q.entities[0]
-            bridge = task.lookup(q.relations[0], start)
-            if corrupt:
-                bridge = task.other_subject(q.relations[1], bridge) or bridge
-            answer = task.lookup(q.relations[1], bridge) if bridge else None
-            facts = [RELATIONS[q.relations[0]].render(start, bridge or "someone unknown")]
-            if answer:
-                facts.append(RELATIONS[q.relations[1]].render(bridge, answer))
-            return " ".join(facts) + f" So the answer is {answer or 'unknown'}."
-        values = [task.lookup(q.relations[0], e) for e in q.entities]
-        if corrupt and all(values):
-            i = int(self._uniform("which", task.question) * 2)
-            values[i] = task.wrong_value(values[i], self._uniform("val", task.question))
-        answer = _decide(q, values) or "unknown"
-        # Facts in the order the context gives them, as a reader going through it would.
-        pairs = sorted(zip(q.entities, values), key=lambda ev: task.position(ev[0]))
-        facts = [RELATIONS[q.relations[0]].render(e, v or "unknown") for e, v in pairs]
-        return " ".join(facts) + f" So the answer is {answer}."
-
-    def _answer(self, task: SyntheticTask, salt: str) -> str:
-        q = task.question_kind
-        stated = task.rationale_facts(self.name_match_cutoff)
+            corrupt = self._uniform("teacher", prompt, salt) < self.error_rate
+            return write_rationale(
+                task, self.style, corrupt, lambda name: self._uniform("form", name, prompt, salt)
+            )
         # Whether the model composes hops correctly on its own depends only on what it was asked.
         lucky = (
             self._uniform("unassisted", task.question, task.context_text) < self.unassisted_accuracy
         )
-        if q.kind == "bridge":
-            r1, r2 = q.relations
-            start = q.entities[0]
-            bridge = stated.get((r1, start))
-            if bridge is None:
-                truth = task.lookup(r1, start)
-                bridge = truth if lucky else (task.other_subject(r2, truth) or truth)
-            answer = task.lookup(r2, bridge) if bridge else None
-            if answer is None:
-                answer = stated.get((r2, bridge))
-            return answer or "unknown"
-        values = [stated.get((q.relations[0], e)) for e in q.entities]
-        if all(v is not None for v in values):
-            return _decide(q, values) or "unknown"
-        truth = _decide(q, [task.lookup(q.relations[0], e) for e in q.entities])
-        if truth is None:
-            return "unknown"
-        return truth if lucky else _other_option(q, truth)
+        if not task.rationale:
+            return unassisted_answer(task, lucky)
+        return answer_with_rationale(
+            task,
+            self.reader,
+            self.name_match_cutoff,
+            lucky,
+            lambda name: self._uniform("reader", name, prompt),
+        )
 
     def _uniform(self, *parts: str) -> float:
         digest = hashlib.sha256("\x1f".join((str(self.seed), *parts)).encode("utf-8")).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def _decide(q: SyntheticQuestion, values: list[str | None]) -> str | None:
-    if any(v is None for v in values):
-        return None
-    if q.kind == "yes_no":
-        return "yes" if values[0] == values[1] else "no"
-    try:
-        a, b = (int(v) for v in values)  # type: ignore[arg-type]
-    except ValueError:
-        return None
-    return q.entities[0] if a < b else q.entities[1]
-
-
-def _other_option(q: SyntheticQuestion, truth: str) -> str:
-    if q.kind == "yes_no":
-        return "no" if truth == "yes" else "yes"
-    return q.entities[1] if truth == q.entities[0] else q.entities[0]

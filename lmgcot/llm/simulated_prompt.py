@@ -6,7 +6,6 @@ the facts in its context and rationale (sentences in the templates of
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 
@@ -105,20 +104,6 @@ class SyntheticTask:
         others = [e for e, t in self.types.items() if t == kind and e != value]
         return others[int(u * len(others))] if others else value
 
-    def rationale_facts(self, cutoff: float) -> dict[tuple[str, str], str]:
-        """Facts stated in the rationale, names snapped to the closest context entity."""
-        if not self.rationale:
-            return {}
-        known = self.entities
-        out: dict[tuple[str, str], str] = {}
-        for rel, s, o in parse_facts(self.rationale):
-            s2 = _closest(s, known, cutoff)
-            if s2 is None:
-                continue
-            o2 = o if o.isdigit() else (_closest(o, known, cutoff) or o)
-            out.setdefault((rel, s2), o2)
-        return out
-
 
 def read_prompt(prompt: str) -> SyntheticTask:
     if prompt.startswith(JUDGE_PREFIX):
@@ -145,17 +130,85 @@ def read_prompt(prompt: str) -> SyntheticTask:
     return SyntheticTask(sections["Context"], sections["Question"], rationale, wants_rationale)
 
 
+@dataclass(frozen=True)
+class Statement:
+    """A fact a text states: (relation, subject, object), and whether it was hedged ("I think ...")."""
+
+    relation: str
+    subject: str
+    obj: str
+    hedged: bool = False
+
+    @property
+    def triple(self) -> tuple[str, str, str]:
+        return (self.relation, self.subject, self.obj)
+
+
+# Words that frame a sentence without changing its fact: a reader skips them.
+_MARKERS = re.compile(
+    r"^(?:first|then|next|after that|also|and|so|finally|however|but|moreover|in addition)"
+    r"\s*,?\s+",
+    re.IGNORECASE,
+)
+# Words that make a fact less certain: a reader notes the doubt.
+_HEDGES = re.compile(
+    r"^(?:i think|probably|perhaps|it seems that|if i remember correctly|i believe)\s*,?\s+",
+    re.IGNORECASE,
+)
+# Where one sentence states two facts: "A ..., and B ...", "A ... B, who ...".
+_CLAUSE = re.compile(r",\s+(and|who|which|while)\s+")
+_RELATION_PATTERNS = [(rel.name, pattern) for rel in RELATIONS.values() for pattern in rel.patterns]
+
+
 def parse_facts(text: str) -> list[tuple[str, str, str]]:
-    """(relation, subject, object) for every sentence that follows a synthetic template."""
-    out = []
-    for sentence in re.split(r"(?<=\.)\s+", text.strip()):
+    """(relation, subject, object) for every fact the text states in a synthetic phrasing."""
+    return [st.triple for st in read_statements(text)]
+
+
+def read_statements(text: str) -> list[Statement]:
+    """Every fact `text` states in one of the relations' phrasings, in order, the way a reader
+    takes it in: discourse markers ("First,", "Then,") skipped, hedges noted, a sentence of two
+    clauses read as two facts ("X is a film directed by P, who was born in C."), a relative
+    pronoun standing for the object before it. Sentences in no known phrasing are ignored."""
+    out: list[Statement] = []
+    for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
         sentence = sentence.strip()
-        for rel in RELATIONS.values():
-            m = rel.pattern.match(sentence)
-            if m:
-                out.append((rel.name, m.group("s").strip(), m.group("o").strip().rstrip(".")))
+        hedged = False
+        while True:
+            m = _MARKERS.match(sentence) or _HEDGES.match(sentence)
+            if not m:
                 break
+            hedged = hedged or m.re is _HEDGES
+            sentence = sentence[m.end() :]
+        parts = _CLAUSE.split(sentence)
+        clauses, joins = parts[0::2], [None, *parts[1::2]]
+        previous_object = None
+        for clause, join in zip(clauses, joins):
+            clause = clause.strip()
+            if join in ("who", "which") and previous_object:
+                clause = f"{previous_object} {clause}"
+            elif clause:
+                clause = clause[0].upper() + clause[1:]
+            fact = _match_fact(clause)
+            if fact is None:
+                previous_object = None
+                continue
+            out.append(Statement(*fact, hedged=hedged))
+            previous_object = fact[2]
     return out
+
+
+def _match_fact(clause: str) -> tuple[str, str, str] | None:
+    """The reading that leaves the fewest characters to the names: the phrasing that explains
+    most of the clause ("A was founded by B." is founded_by(A, B), not "{o} founded {s}")."""
+    best = None
+    for rel, pattern in _RELATION_PATTERNS:
+        m = pattern.match(clause)
+        if m:
+            s, o = m.group("s").strip(), m.group("o").strip().rstrip(".")
+            if s and o and (best is None or len(s) + len(o) < len(best[1]) + len(best[2])):
+                best = (rel, s, o)
+    return best
 
 
 def _parse_question(question: str) -> SyntheticQuestion:
@@ -168,10 +221,3 @@ def _parse_question(question: str) -> SyntheticQuestion:
         f"simulated large LM: cannot read the question {question[:80]!r}; it only understands the "
         "synthetic dataset's question templates (dataset=synthetic)"
     )
-
-
-def _closest(name: str, known: list[str], cutoff: float) -> str | None:
-    if name in known:
-        return name
-    match = difflib.get_close_matches(name, known, n=1, cutoff=cutoff)
-    return match[0] if match else None
