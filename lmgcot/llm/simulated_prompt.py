@@ -169,10 +169,13 @@ def read_statements(text: str) -> list[Statement]:
     """Every fact `text` states in one of the relations' phrasings, in order, the way a reader
     takes it in: discourse markers ("First,", "Then,") skipped, hedges noted, a sentence of two
     clauses read as two facts ("X is a film directed by P, who was born in C."), a relative
-    pronoun standing for the object before it. Sentences in no known phrasing are ignored."""
+    pronoun standing for the object before it. Questions, and sentences in no known phrasing, are
+    ignored."""
     out: list[Statement] = []
     for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
         sentence = sentence.strip()
+        if sentence.endswith("?"):  # a question states nothing
+            continue
         hedged = False
         while True:
             m = _MARKERS.match(sentence) or _HEDGES.match(sentence)
