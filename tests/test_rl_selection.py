@@ -192,3 +192,65 @@ def test_refiner_guards_a_component_and_ranks_checkpoints_below_the_floor(tmp_pa
     assert trainer.callback_metrics["val/selection"] == pytest.approx(0.25 - 2.0)
     assert trainer.callback_metrics["val/task_drop"] == pytest.approx(0.5)
     assert select_policy(refiner.val_history, alpha=None).selected == "distilled"
+
+
+def test_refine_loads_the_winning_checkpoint_not_the_last_policy(compose_cfg, tmp_path):
+    """Refine's export choice (`rl.keep_best`): when one evaluation wins every val question, the
+    policy of that evaluation's checkpoint is what the stage exports, not the policy training
+    ended with. The val reward is a toy one that the evaluation after rollout 2 wins by
+    construction; training goes on to rollout 5 with a reward that moves the policy."""
+    from lmgcot.artifacts import StageDir
+    from lmgcot.pipeline.builders import build_trainer
+    from lmgcot.pipeline.stages.refine import _select
+
+    refiner = None
+
+    def reward(batch, rationales, token_logprobs):
+        if batch.get("split") == "val":
+            return {"total": [float(refiner.rollouts_done == 2)] * len(rationales)}
+        # Train: the share of lowercase letters, which the random student's samples vary in.
+        return {"total": [sum(c.islower() for c in r) / max(len(r), 1) for r in rationales]}
+
+    refiner = tiny_refiner(reward)
+    refiner.optimizer_factory = functools.partial(torch.optim.Adam, lr=1e-2)
+    cfg = compose_cfg("rl.keep_best=true", "rl.keep_best_alpha=0.05")
+    out = StageDir(tmp_path / "refine")
+    trainer, checkpoint = build_trainer(
+        cfg.trainer,
+        out,
+        [],
+        monitor="val/selection",
+        mode="max",
+        max_steps=5 * refiner.steps_per_rollout(4),
+        max_epochs=-1,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        gradient_clip_val=None,
+        log_every_n_steps=1,
+    )
+
+    def loader(n: int, split: str) -> DataLoader:
+        prompts = [f"{split} question {i}?" for i in range(n)]
+        return DataLoader(
+            list(range(n)),
+            batch_size=4,
+            collate_fn=lambda xs: {"inputs": [prompts[i] for i in xs], "split": split},
+        )
+
+    val = loader(16, "val")
+    pl.seed_everything(0)
+    trainer.validate(refiner, dataloaders=val, verbose=False)
+    trainer.fit(refiner, train_dataloaders=loader(20, "train"), val_dataloaders=val)
+    assert refiner.rollouts_done == 5
+    assert [h["rollouts"] for h in refiner.val_history] == [0, 2, 4]
+    final = {k: v.clone() for k, v in refiner.model.state_dict().items()}
+    selected, summary = _select(refiner, checkpoint, cfg.rl, has_val=True)
+    assert (selected, summary["rollouts"], summary["test"]["wins"]) == ("rl", 2, 16)
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+    assert best["rollouts_done"] == 2
+    kept = {k[len("model.") :]: v for k, v in best["state_dict"].items() if k.startswith("model.")}
+    loaded = refiner.model.state_dict()
+    assert kept.keys() == loaded.keys()
+    assert all(torch.equal(kept[k], v) for k, v in loaded.items())
+    # Rollouts 3-5 moved the policy: exporting it unloaded would give other weights.
+    assert not all(torch.equal(final[k], v) for k, v in loaded.items())
