@@ -162,13 +162,19 @@ def test_usage_accounting_by_stage(cache_path: Path) -> None:
     lm.generate(["a b", "c d e"], GenerationParams())
     lm.set_stage("answer")
     lm.generate(["a b", "f"], GenerationParams())  # "a b" is a hit, "f" is fresh
+    lm.set_stage("again")
+    lm.generate(["a b", "f"], GenerationParams())  # hits only
 
     u = lm.usage
-    assert (u.calls, u.cache_hits) == (3, 1)
+    assert (u.calls, u.cache_hits) == (3, 3)
     assert u.input_tokens == 2 + 3 + 1
     assert u.output_tokens == (2 + 4) + (3 + 4) + (1 + 4)
-    assert u.seconds >= 0.0
     rationale, answer = u.by_stage["rationale"], u.by_stage["answer"]
+    # Time is counted where calls were sent, none where every request was a hit, and the total
+    # is the stages' sum.
+    assert rationale["seconds"] > 0 and answer["seconds"] > 0
+    assert u.by_stage.get("again", {}).get("seconds", 0.0) == 0.0
+    assert u.seconds == pytest.approx(rationale["seconds"] + answer["seconds"], rel=1e-12)
     assert (rationale["calls"], rationale["cache_hits"]) == (2, 0)
     assert (rationale["input_tokens"], rationale["output_tokens"]) == (5, 13)
     assert (answer["calls"], answer["cache_hits"]) == (1, 1)
