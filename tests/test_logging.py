@@ -53,7 +53,7 @@ def _offline_run(run_dir: Path) -> Path:
     return runs[0]
 
 
-def _records(offline_run: Path, *needles: bytes, timeout_s: float = 20.0) -> bytes:
+def _records(offline_run: Path, *needles: bytes, timeout_s: float = 120.0) -> bytes:
     """The run's transaction log, once it holds `needles` (or the timeout passed).
 
     wandb.finish() can return before the wandb-core service has written the offline run's records
@@ -92,14 +92,13 @@ def test_wandb_logs_offline_into_the_run_directory_and_finishes(
 ):
     import wandb
 
-    t0 = time.perf_counter()
     run(compose_cfg("logger=wandb", *QUICK))
-    # With no key, an online init fails at once, and with a key but no network it would block
-    # for minutes: a quick finish means offline.
-    assert time.perf_counter() - t0 < 60
     assert wandb.run is None, "wandb.finish() was not called"
     run_dir = tmp_path / "run"
+    # Offline by the config alone: W&B names an offline run's folder offline-run-*, an online
+    # one's run-* (and with no key an online init fails at once).
     offline = _offline_run(run_dir)
+    assert not list((run_dir / "wandb").glob("run-*"))
     records = _records(offline, b"train/loss", b"test/standard/em", b"rl/samples")
     assert b"train/loss" in records and b"test/standard/em" in records
     assert b"rl/kl" in records and b"rl/samples" in records  # the sample-rationale table
