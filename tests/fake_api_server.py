@@ -58,6 +58,11 @@ class FakeApiServer:
     * `fail_with`: every request fails: 401, 500, 529 or "credit" (400, credit balance too low).
     * `retry_after_ms`: also send `retry-after-ms` on 429s (lets SDK retries skip their backoff).
     * `replier`: answers chosen prompts itself (e.g. a judge's ratings).
+    * `hold_after`: requests after the first this many wait until `release` is set (a test stops
+      the traffic at an exact count instead of timing it).
+    * `open_at_in_flight`: every request waits until this many are in flight together, then
+      `release` is set for good (a client's concurrency shown by a count, not a latency).
+    A held request waits at most `hold_timeout_s`: the bound of a hang, not a timing.
 
     Message Batches (`POST /v1/messages/batches`, `GET .../{id}`, `GET .../{id}/results`): a batch
     ends `batch_delay_s` after it was created (the current value is used at each poll), and its
@@ -83,6 +88,10 @@ class FakeApiServer:
     fault_rate: float = 0.0
     failing_rate: float = 0.0
     failing_status: int = 400
+    hold_after: int | None = None
+    open_at_in_flight: int | None = None
+    hold_timeout_s: float = 60.0
+    release: threading.Event = field(default_factory=threading.Event, repr=False)
     # 200 replies sent, per body (what a real API would have billed).
     paid: dict[str, int] = field(default_factory=dict)
     # (time, body key) of each 200 Messages / chat reply once its bytes were written.
@@ -96,6 +105,7 @@ class FakeApiServer:
     _attempts: dict[str, int] = field(default_factory=dict, repr=False)
     _served: dict[str, int] = field(default_factory=dict, repr=False)
     _in_flight: int = 0
+    _admitted: int = 0
     _draws: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
     _httpd: ThreadingHTTPServer | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -118,6 +128,7 @@ class FakeApiServer:
 
     def __exit__(self, *exc) -> None:
         assert self._httpd is not None and self._thread is not None
+        self.release.set()  # no request is left waiting at a gate
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
@@ -142,6 +153,7 @@ class FakeApiServer:
             self._attempts.clear()
             self._served.clear()
             self.max_in_flight = 0
+            self._admitted = 0
             self.batches.clear()
             self.billed.clear()
             self.paid.clear()
@@ -157,7 +169,14 @@ class FakeApiServer:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             self._attempts[key] = attempt = self._attempts.get(key, 0) + 1
+            self._admitted += 1
+            gated = self.open_at_in_flight is not None
+            if gated and self._in_flight >= self.open_at_in_flight:
+                self.release.set()
+            held = gated or (self.hold_after is not None and self._admitted > self.hold_after)
         try:
+            if held:
+                self.release.wait(self.hold_timeout_s)
             if self.latency_s:
                 time.sleep(self.latency_s)
             status, extra, reply = self._answer(path, body, key, attempt)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -138,25 +139,40 @@ lm.generate([f"long job question {i}" for i in range(60)], GenerationParams(max_
 """
 
 
+def _stored(path: Path) -> int:
+    """Rows of the cache file, read through a separate connection (0 before the table exists)."""
+    conn = sqlite3.connect(str(path), timeout=10)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
 def test_a_kill_loses_no_reply_that_arrived(server, tmp_path):
-    server.latency_s = 0.05
+    # The server answers 12 requests and holds every later one: the kill comes in mid-chunk,
+    # after exactly 12 replies were paid for.
+    server.hold_after = 12
     path = tmp_path / "calls.sqlite"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     child = subprocess.Popen([sys.executable, "-c", CHILD, server.url, str(path)], env=env)
+    # The 12 replies reach the cache while the rest of the chunk is still waiting: each reply is
+    # stored as it arrives. (The deadline only bounds the hang of a client that stored whole
+    # chunks.)
     deadline = time.monotonic() + 60
-    while len(server.paid) < 12 and time.monotonic() < deadline:
+    while _stored(path) < 12:
+        assert child.poll() is None, "the child ended before the kill"
+        assert time.monotonic() < deadline, f"{_stored(path)} of 12 paid replies stored"
         time.sleep(0.01)
-    # Hold back further replies, let those already sent arrive, then kill in mid-chunk.
-    server.latency_s = 30
-    time.sleep(0.5)
     child.send_signal(signal.SIGKILL)
     child.wait()
     paid = set(server.paid)
-    assert 12 <= len(paid) < 60
+    assert len(paid) == 12
     cache = CallCache(path)
     assert cache.check() == "ok"
     assert len(cache) == len(paid)  # every reply sent before the kill is stored
-    server.latency_s = 0
+    server.hold_after = None
     server.reset()
     lm = AnthropicLargeLM("claude-test", cache=cache, base_url=server.url)
     lm.generate([f"long job question {i}" for i in range(60)], GREEDY)
