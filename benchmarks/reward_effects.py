@@ -2,10 +2,11 @@
 
     python benchmarks/reward_effects.py --out /tmp/effects --rewards coherence,readability,task
     python benchmarks/reward_effects.py --out /tmp/effects --jobs 2 -- rl.optimizer.lr=1e-4
+    python benchmarks/reward_effects.py --out /tmp/effects --seeds 0,1,2 --jobs 2
 
 For each reward option, runs `lmgcot` (the real console script, in this checkout, so teacher and
 distilled student come from the shared artifact store after the first run) with the refine and
-evaluate stages, `evaluation.methods=[lm_guided_kd,lm_guided_rl]`, into `OUT/<reward>/`; a run
+evaluate stages, `evaluation.methods=[lm_guided_kd,lm_guided_rl]`, into `OUT/seed<N>/<reward>/`; a run
 whose `results.json` exists is not run again. Then compares the RL student with the distilled one
 on the same test questions, paired:
 
@@ -14,8 +15,8 @@ on the same test questions, paired:
 - EM (`eval/<method>.jsonl`): mean difference and interval;
 - whether refine exported the RL policy or kept the distilled student.
 
-Prints one markdown row per reward (its own aspect, naturalness, EM) and a JSON line per reward
-with every aspect.
+Prints, per seed and pooled over the seeds (each question of each seed one pair), one markdown row
+per reward (its own aspect, naturalness, EM); every aspect of every row is in `OUT/summary.json`.
 """
 
 from __future__ import annotations
@@ -42,26 +43,52 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="one run directory per reward here")
     ap.add_argument("--rewards", default=",".join(ALL_REWARDS), help="comma-separated options")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds: OUT/seed<N>/<reward>")
     ap.add_argument("--jobs", type=int, default=1, help="runs side by side (threads split)")
     ap.add_argument("--threads", type=int, default=None, help="per run (default: cores / jobs)")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("overrides", nargs="*", help="extra lmgcot overrides (after --)")
     args = ap.parse_args(argv)
     rewards = [r for r in args.rewards.split(",") if r]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
+    # Seed-major, so a seed's distilled student is made once and shared with its other rewards.
+    jobs = [(seed, r) for seed in seeds for r in rewards]
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = list(
-            pool.map(lambda r: run(r, args.out / r, args.seed, threads, args.overrides), rewards)
+        done = dict(
+            zip(
+                jobs,
+                pool.map(
+                    lambda j: run(
+                        j[1], args.out / f"seed{j[0]}" / j[1], j[0], threads, args.overrides
+                    ),
+                    jobs,
+                ),
+            )
         )
     rng = np.random.default_rng(0)
+    summary = {}
+    for seed in seeds:
+        print(f"\nseed {seed}\n")
+        rows = {r: compare([done[(seed, r)]], rng, args.boot) for r in rewards}
+        _print_table(rows)
+        summary[f"seed{seed}"] = rows
+    if len(seeds) > 1:
+        print(f"\npooled over seeds {args.seeds} (question-seed pairs)\n")
+        rows = {r: compare([done[(s, r)] for s in seeds], rng, args.boot) for r in rewards}
+        _print_table(rows)
+        summary["pooled"] = rows
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def _print_table(rows: dict[str, dict]) -> None:
     print(
         "| reward | aspect | KD | RL | diff [95% CI] | sign test | naturalness diff | EM diff "
-        "[95% CI] | exported | refine s |"
+        "[95% CI] | EM sign test | exported | refine s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for reward, run_dir in zip(rewards, done):
-        row = compare(run_dir, rng, args.boot)
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for reward, row in rows.items():
         own = reward if reward in ASPECTS else None
         a = row["aspects"].get(own) if own else None
         nat = row["aspects"].get("naturalness", {})
@@ -74,11 +101,9 @@ def main(argv: list[str]) -> int:
         print(
             f"| {reward} | "
             + " | ".join(cells)
-            + f" | {nat.get('diff', float('nan')):+.3f} | {_ci(em)} | {row['selected']} | "
-            f"{row['refine_s']} |"
+            + f" | {nat.get('diff', float('nan')):+.3f} | {_ci(em)} | {_sign(em)} | "
+            f"{', '.join(map(str, row['selected']))} | {row['refine_s']} |"
         )
-        print(json.dumps({"reward": reward, **row}), file=sys.stderr)
-    return 0
 
 
 def run(reward: str, run_dir: Path, seed: int, threads: int, overrides: list[str]) -> Path:
@@ -102,30 +127,32 @@ def run(reward: str, run_dir: Path, seed: int, threads: int, overrides: list[str
     return run_dir
 
 
-def compare(run_dir: Path, rng: np.random.Generator, n_boot: int) -> dict:
-    """Paired RL-vs-KD differences of one run: every aspect and EM."""
-    quality = {
-        s: _rows(run_dir / "eval" / "quality" / f"lm_guided_{s}.jsonl") for s in ("kd", "rl")
-    }
-    em = {s: _rows(run_dir / "eval" / f"lm_guided_{s}.jsonl") for s in ("kd", "rl")}
-    results = json.loads((run_dir / "results.json").read_text())
-    refine = results.get("refine", {})
-    out: dict = {
-        "aspects": {},
-        "selected": refine.get("selected"),
-        "refine_s": refine.get("seconds"),
-    }
-    ids = [i for i in quality["kd"] if i in quality["rl"]]
+def compare(run_dirs: list[Path], rng: np.random.Generator, n_boot: int) -> dict:
+    """Paired RL-vs-KD differences over the runs (one per seed): every aspect and EM, each
+    question of each run one pair."""
+    pairs: dict[str, list[tuple[float, float]]] = {a: [] for a in (*ASPECTS, "em")}
+    out: dict = {"aspects": {}, "selected": [], "refine_s": []}
+    for run_dir in run_dirs:
+        quality = {
+            s: _rows(run_dir / "eval" / "quality" / f"lm_guided_{s}.jsonl") for s in ("kd", "rl")
+        }
+        em = {s: _rows(run_dir / "eval" / f"lm_guided_{s}.jsonl") for s in ("kd", "rl")}
+        refine = json.loads((run_dir / "results.json").read_text()).get("refine", {})
+        out["selected"].append(refine.get("selected"))
+        out["refine_s"].append(refine.get("seconds"))
+        ids = [i for i in quality["kd"] if i in quality["rl"]]
+        for aspect in ASPECTS:
+            pairs[aspect] += [
+                (quality["kd"][i][aspect], quality["rl"][i][aspect])
+                for i in ids
+                if quality["kd"][i].get(aspect) is not None
+                and quality["rl"][i].get(aspect) is not None
+            ]
+        pairs["em"] += [(em["kd"][i]["em"], em["rl"][i]["em"]) for i in em["kd"] if i in em["rl"]]
     for aspect in ASPECTS:
-        pairs = [
-            (quality["kd"][i].get(aspect), quality["rl"][i].get(aspect))
-            for i in ids
-            if quality["kd"][i].get(aspect) is not None and quality["rl"][i].get(aspect) is not None
-        ]
-        if pairs:
-            out["aspects"][aspect] = _paired(pairs, rng, n_boot)
-    em_pairs = [(em["kd"][i]["em"], em["rl"][i]["em"]) for i in em["kd"] if i in em["rl"]]
-    out["em"] = _paired(em_pairs, rng, n_boot)
+        if pairs[aspect]:
+            out["aspects"][aspect] = _paired(pairs[aspect], rng, n_boot)
+    out["em"] = _paired(pairs["em"], rng, n_boot)
     return out
 
 

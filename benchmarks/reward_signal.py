@@ -18,6 +18,7 @@ model), and prints per component:
   normalisation sees);
 - `between`: the standard deviation of the question means (what it removes);
 - `spread`: the share of questions whose samples do not all score the same;
+- `greedy`: the mean score of the greedy rationales;
 - `above`, `below`: the share of samples scoring above (below) their question's greedy rationale,
   and `best-greedy`: the mean over questions of the best sample's score minus the greedy one's.
   RL is judged on greedy rationales, so it can raise a component only where samples beat the
@@ -245,11 +246,13 @@ def against_greedy(per_question: list[list[float]], greedy: list[float | None]) 
     """above_greedy, below_greedy (shares of samples) and best_minus_greedy (mean over
     questions) of each question's samples against its greedy rationale's score."""
     pairs = [(g, s) for g, s in zip(greedy, per_question) if g is not None and s]
+    scored = [g for g in greedy if g is not None]
     n = sum(len(s) for _, s in pairs)
     return {
         "above_greedy": sum(v > g + SAME for g, s in pairs for v in s) / n,
         "below_greedy": sum(v < g - SAME for g, s in pairs for v in s) / n,
         "best_minus_greedy": statistics.fmean(max(s) - g for g, s in pairs),
+        "greedy_mean": statistics.fmean(scored) if scored else float("nan"),
     }
 
 
@@ -262,13 +265,14 @@ def print_table(rows: list[dict], summary: dict, out) -> None:
     )
     print(
         f"{'component':12s} {'mean':>6s} {'std':>6s} {'within':>6s} {'between':>7s} "
-        f"{'spread':>6s} {'above':>6s} {'below':>6s} {'best-greedy':>11s}  verdict",
+        f"{'spread':>6s} {'greedy':>6s} {'above':>6s} {'below':>6s} {'best-greedy':>11s}  verdict",
         file=out,
     )
     for r in rows:
         print(
             f"{r['component']:12s} {r['mean']:6.3f} {r['std']:6.3f} {r['within_std']:6.3f} "
-            f"{r['between_std']:7.3f} {r['spread_share']:6.2f} {r['above_greedy']:6.3f} "
+            f"{r['between_std']:7.3f} {r['spread_share']:6.2f} {r['greedy_mean']:6.3f} "
+            f"{r['above_greedy']:6.3f} "
             f"{r['below_greedy']:6.3f} {r['best_minus_greedy']:+11.3f}  {r['verdict']}",
             file=out,
         )

@@ -6,26 +6,33 @@ optional `Rationale:`; a prompt ending in "Let's think step by step." asks for a
 facts written with the sentence templates of `lmgcot.data.synthetic.RELATIONS`
 (`lmgcot.llm.simulated_prompt` does the reading).
 
-Its behaviour, by role:
+Its behaviour, by role (the world's parameters and why each has its value:
+`conf/large_lm/simulated.yaml`):
 
-* **CoT teacher** (prompt ends with the CoT trigger): writes a rationale that restates the supporting
-  facts of the reasoning chain, then "So the answer is X.". With probability `error_rate` the chain is
-  corrupted: a bridge question follows a distractor entity, a comparison states a wrong value. Such
-  rationales usually end in a wrong answer, so answer filtering has work to do. Comparison facts are
-  stated in the order the context gives them.
-* **Answerer with a rationale** (`Rationale:` section): it is a reliable single-hop reader but an
-  unreliable composer of hops. Facts stated in the rationale are trusted, even when they contradict the
-  context: a rationale naming the right bridge entity turns a two-hop question into a lookup (correct
-  answer); naming a wrong one leads it astray. Misspelled names are matched to the closest context
-  entity (`name_match_cutoff`), as a large LM would recover from a typo. For hops the rationale does not
-  cover, it falls back to answering without help.
+* **CoT teacher** (prompt ends with the CoT trigger): writes the facts of its reasoning chain, then
+  a conclusion ("So the answer is X."). With probability `error_rate` the chain goes through a wrong
+  entity: a bridge question follows a distractor, a comparison states a wrong value; such
+  rationales usually conclude wrongly, so answer filtering has work to do. The chain is written in
+  one of many forms, each with a probability in `style` (`lmgcot.llm.simulated_writer`):
+  paraphrases, either order, a restated question, connectives, both hops in one sentence, off-chain
+  context facts, hedges, a missing hop, a self-contradiction, other conclusion phrases.
+* **Answerer with a rationale** (`Rationale:` section): a reliable single-hop reader and an
+  unreliable composer of hops (`lmgcot.llm.simulated_reader`). It trusts the facts a rationale
+  states, even against the context: a right bridge entity turns two hops into a lookup, a wrong one
+  leads it astray; misspelled names are matched to the closest context entity
+  (`name_match_cutoff`). It reads the rationale as text, with the effects sized by `reader`: stated
+  off-chain facts pull it away, conflicts with the context or within the rationale make it answer
+  on its own, hedged facts are used less, long rationales lose a hop, and unreadable text is
+  ignored. For hops the rationale does not give it, it answers without help.
 * **Answerer without help** (standard prompting, or a rationale with nothing usable): it answers
   correctly with probability `unassisted_accuracy`, otherwise it takes a distractor's second hop or
-  picks the wrong option. The draw depends on the question and context only, so a useless rationale scores
-  exactly like no rationale.
+  picks the wrong option. The draw depends on the question and context only, so a useless rationale
+  scores exactly like no rationale.
 * **Zero-shot-CoT's answer step** (`Answer:` section = the CoT trigger, the step-1 completion, then
   "Therefore, the answer is"): the answerer with that completion as its rationale, so it scores like
   the guided prompt with it.
+
+`large_lm=simulated_v1` is the first world: one form, and a reader that only looks up names.
 
 The generated reasoning tasks (dataset=last_letter, coin_flip) come in the reasoning preset's
 `Q: ...\nA: ...` format, without a `Context:` section; such prompts are served by
