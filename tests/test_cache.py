@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -380,10 +381,35 @@ def test_parallel_jobs_wait_for_each_others_calls_instead_of_paying_twice(tmp_pa
     assert len(CallCache(cache_path)) == 180
 
 
+def _generate_in_thread(lm: EchoLM, prompt: str) -> tuple[threading.Thread, list]:
+    out: list = []
+    thread = threading.Thread(
+        target=lambda: out.append(lm.generate([prompt], GenerationParams())), daemon=True
+    )
+    thread.start()
+    return thread, out
+
+
+class _WatchedCache(CallCache):
+    """A real cache that tells when it found a key held by another live process."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.saw_held = threading.Event()
+
+    def held_elsewhere(self, keys):
+        held = super().held_elsewhere(keys)
+        if held:
+            self.saw_held.set()
+        return held
+
+
 def test_a_claim_left_by_a_dead_process_is_taken_over(tmp_path, cache_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    first = CallCache(cache_path)
+    # An hour's claim timeout: the dead process's claim is taken over at once, not waited out.
+    # (The join's deadline only bounds the hang of waiting for the timeout.)
+    first = CallCache(cache_path, claim_timeout_s=3600)
     lm = EchoLM("echo-model", cache=first)
     key = lm._key(Request("orphan", GenerationParams()))
     with sqlite3.connect(str(cache_path)) as conn:
@@ -391,21 +417,47 @@ def test_a_claim_left_by_a_dead_process_is_taken_over(tmp_path, cache_path):
             "INSERT INTO claims VALUES (?, ?, ?, ?, ?)",
             (key, "gone", first.host, dead.pid, time.time()),
         )
-    t0 = time.perf_counter()
-    [[c]] = lm.generate(["orphan"], GenerationParams())
-    assert time.perf_counter() - t0 < 5 and lm.served == 1 and c.text.startswith("orphan")
-    # A live process's claim is waited for until claim_timeout_s, then taken over too.
-    patient = CallCache(cache_path, claim_timeout_s=0.5)
-    lm2 = EchoLM("echo-model", cache=patient)
-    key2 = lm2._key(Request("held", GenerationParams()))
+    thread, out = _generate_in_thread(lm, "orphan")
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "waited on a dead process's claim"
+    [[[c]]] = out
+    assert lm.served == 1 and c.text.startswith("orphan")
+
+
+def test_a_live_claim_is_waited_for_and_an_expired_one_taken_over(tmp_path, cache_path):
+    owner = (os.getppid(), "busy")  # a live process other than this one
+    patient = _WatchedCache(cache_path, claim_timeout_s=3600)
+    lm = EchoLM("echo-model", cache=patient)
+    key = lm._key(Request("held", GenerationParams()))
     with sqlite3.connect(str(cache_path)) as conn:
         conn.execute(
             "INSERT INTO claims VALUES (?, ?, ?, ?, ?)",
-            (key2, "busy", patient.host, os.getppid(), time.time()),
+            (key, owner[1], patient.host, owner[0], time.time()),
         )
-    t0 = time.perf_counter()
-    lm2.generate(["held"], GenerationParams())
-    assert 0.4 < time.perf_counter() - t0 < 10 and lm2.served == 1
+    thread, out = _generate_in_thread(lm, "held")
+    # Once the request is seen waiting on the live claim, the owner stores its result: the waiter
+    # takes it and pays for nothing.
+    assert patient.saw_held.wait(timeout=60), "the live claim was not waited for"
+    CallCache(cache_path).put_many(
+        [(key, {"text": "the owner's", "input_tokens": 1, "output_tokens": 2})]
+    )
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    [[[c]]] = out
+    assert (c.text, lm.served, lm.usage.calls) == ("the owner's", 0, 0)
+    # A live process's claim older than claim_timeout_s is taken over.
+    impatient = CallCache(cache_path, claim_timeout_s=5)
+    lm2 = EchoLM("echo-model", cache=impatient)
+    key2 = lm2._key(Request("stuck", GenerationParams()))
+    with sqlite3.connect(str(cache_path)) as conn:
+        conn.execute(
+            "INSERT INTO claims VALUES (?, ?, ?, ?, ?)",
+            (key2, owner[1], impatient.host, owner[0], time.time() - 60),
+        )
+    thread, out = _generate_in_thread(lm2, "stuck")
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "waited on an expired claim"
+    assert lm2.served == 1 and out[0][0][0].text.startswith("stuck")
 
 
 class _FailingConnection:
