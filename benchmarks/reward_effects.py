@@ -52,8 +52,9 @@ def main(argv: list[str]) -> int:
     rewards = [r for r in args.rewards.split(",") if r]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
-    # Seed-major, so a seed's distilled student is made once and shared with its other rewards.
-    jobs = [(seed, r) for seed in seeds for r in rewards]
+    # Reward-major, in the order given: the first rewards have every seed first. Jobs side by
+    # side then mostly differ in seed, so a seed's distilled student is made once and shared.
+    jobs = [(seed, r) for r in rewards for seed in seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         done = dict(
             zip(
@@ -94,14 +95,14 @@ def _print_table(rows: dict[str, dict]) -> None:
         nat = row["aspects"].get("naturalness", {})
         em = row["em"]
         cells = (
-            [own, f"{a['kd']:.3f}", f"{a['rl']:.3f}", _ci(a), _sign(a)]
+            [own, f"{a['kd']:.3f}", f"{a['rl']:.3f}", ci(a), _sign(a)]
             if a
             else ["-", "", "", "", ""]
         )
         print(
             f"| {reward} | "
             + " | ".join(cells)
-            + f" | {nat.get('diff', float('nan')):+.3f} | {_ci(em)} | {_sign(em)} | "
+            + f" | {nat.get('diff', float('nan')):+.3f} | {ci(em)} | {_sign(em)} | "
             f"{', '.join(map(str, row['selected']))} | {row['refine_s']} |"
         )
 
@@ -134,9 +135,10 @@ def compare(run_dirs: list[Path], rng: np.random.Generator, n_boot: int) -> dict
     out: dict = {"aspects": {}, "selected": [], "refine_s": []}
     for run_dir in run_dirs:
         quality = {
-            s: _rows(run_dir / "eval" / "quality" / f"lm_guided_{s}.jsonl") for s in ("kd", "rl")
+            s: read_rows(run_dir / "eval" / "quality" / f"lm_guided_{s}.jsonl")
+            for s in ("kd", "rl")
         }
-        em = {s: _rows(run_dir / "eval" / f"lm_guided_{s}.jsonl") for s in ("kd", "rl")}
+        em = {s: read_rows(run_dir / "eval" / f"lm_guided_{s}.jsonl") for s in ("kd", "rl")}
         refine = json.loads((run_dir / "results.json").read_text()).get("refine", {})
         out["selected"].append(refine.get("selected"))
         out["refine_s"].append(refine.get("seconds"))
@@ -151,12 +153,12 @@ def compare(run_dirs: list[Path], rng: np.random.Generator, n_boot: int) -> dict
         pairs["em"] += [(em["kd"][i]["em"], em["rl"][i]["em"]) for i in em["kd"] if i in em["rl"]]
     for aspect in ASPECTS:
         if pairs[aspect]:
-            out["aspects"][aspect] = _paired(pairs[aspect], rng, n_boot)
-    out["em"] = _paired(pairs["em"], rng, n_boot)
+            out["aspects"][aspect] = paired(pairs[aspect], rng, n_boot)
+    out["em"] = paired(pairs["em"], rng, n_boot)
     return out
 
 
-def _paired(pairs: list[tuple[float, float]], rng: np.random.Generator, n_boot: int) -> dict:
+def paired(pairs: list[tuple[float, float]], rng: np.random.Generator, n_boot: int) -> dict:
     kd, rl = (np.array(x, dtype=float) for x in zip(*pairs))
     diff = rl - kd
     boots = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
@@ -175,14 +177,14 @@ def _paired(pairs: list[tuple[float, float]], rng: np.random.Generator, n_boot: 
     }
 
 
-def _rows(path: Path) -> dict[str, dict]:
+def read_rows(path: Path) -> dict[str, dict]:
     if not path.exists():
         raise SystemExit(f"{path}: missing (did the run evaluate both students?)")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {r["id"]: r for r in rows}
 
 
-def _ci(x: dict) -> str:
+def ci(x: dict) -> str:
     return f"{x['diff']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}]"
 
 
