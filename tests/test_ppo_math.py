@@ -332,3 +332,86 @@ def _regularised_optimum_kl(beta: float) -> float:
         probs = [math.exp(c / beta) / z] + [1 / z] * (VOCAB - 1)
         total += sum(p * math.log(VOCAB * p) for p in probs)
     return total / LENGTH
+
+
+# --- edges that `make mutate` found untested: the ends of each range, one shape wrong at a time,
+# a response of one token, the dtype of the result, value clipping on both sides ----------------
+
+
+def test_token_mean_of_a_single_real_token_is_that_token():
+    from lmgcot.rl.ppo_math import aggregate
+
+    close(aggregate(t([[0.7, 5.0]]), t([[1.0, 0.0]]), "token_mean"), 0.7)
+    with pytest.raises(ValueError, match=r"^loss aggregation sum_norm needs max_new_tokens$"):
+        aggregate(t([[0.7]]), t([[1.0]]), "sum_norm")
+
+
+def test_each_wrong_shape_alone_is_refused_and_named():
+    kl, mask = torch.zeros(2, 3), torch.ones(2, 3)
+    with pytest.raises(ValueError) as err:
+        token_rewards(torch.zeros(2), kl, torch.ones(2, 4), 0.1)
+    assert (
+        str(err.value)
+        == "shapes: scores (2,) must be (batch,) and kl (2, 3) must match mask (2, 4)"
+    )
+    with pytest.raises(ValueError) as err:
+        token_rewards(torch.zeros(3), kl, mask, 0.1)
+    assert (
+        str(err.value)
+        == "shapes: scores (3,) must be (batch,) and kl (2, 3) must match mask (2, 3)"
+    )
+    with pytest.raises(ValueError) as err:
+        gae(kl, kl, torch.ones(2, 4), 1.0, 0.95)
+    assert str(err.value) == "shapes differ: rewards (2, 3), values (2, 3), mask (2, 4)"
+    with pytest.raises(ValueError) as err:
+        gae(kl, torch.zeros(2, 4), mask, 1.0, 0.95)
+    assert str(err.value) == "shapes differ: rewards (2, 3), values (2, 4), mask (2, 3)"
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.5, 0.9), (-0.1, 0.9), (0.9, 1.5), (0.9, -0.1)])
+def test_gae_refuses_gamma_or_lam_outside_0_1(gamma, lam):
+    with pytest.raises(ValueError) as err:
+        gae(t([[1.0]]), t([[0.0]]), t([[1.0]]), gamma, lam)
+    assert str(err.value) == f"gamma={gamma} and lam={lam} must lie in [0, 1]"
+
+
+def test_gae_at_gamma_and_lam_0_and_over_one_token():
+    # gamma = lam = 0: each advantage is the one-step r_t - V_t, nothing carried back.
+    adv, ret = gae(t([[1.0, 2.0]]), t([[0.5, 0.25]]), t([[1.0, 1.0]]), 0.0, 0.0)
+    close(adv, [[0.5, 1.75]])
+    close(ret, [[1.0, 2.0]])
+    # A response of one token (T = 1).
+    adv, ret = gae(t([[2.0]]), t([[0.5]]), t([[1.0]]), 1.0, 0.95)
+    close(adv, [[1.5]])
+    close(ret, [[2.0]])
+
+
+def test_results_keep_the_dtype_of_the_values_not_of_the_mask():
+    from lmgcot.rl.ppo_math import aggregate
+
+    x32 = torch.tensor([[1.0, 2.0]])
+    mask64 = t([[1.0, 1.0]])
+    assert aggregate(x32, mask64, "token_mean").dtype == torch.float32
+    rewards = token_rewards(t([1.0]), x32, mask64, 0.1)
+    assert rewards.dtype == torch.float32
+    adv, ret = gae(x32, x32, mask64, 1.0, 0.95)
+    assert adv.dtype == ret.dtype == torch.float32
+
+
+def test_clip_ranges_of_zero_are_refused():
+    z = t([[0.0]])
+    with pytest.raises(ValueError) as err:
+        policy_loss(z, z, z, t([[1.0]]), 0)
+    assert str(err.value) == "rl.clip_range=0: must be > 0"
+    with pytest.raises(ValueError) as err:
+        value_loss(z, z, z, t([[1.0]]), 0)
+    assert str(err.value) == "rl.clip_range_value=0: must be > 0 (or null)"
+
+
+def test_value_clipping_by_hand_from_a_nonzero_old_value():
+    # Rollout value 1, clip 0.2. Token 0 fell to 0.5 (below 1 - 0.2), return 0: the clipped
+    # prediction 0.8 is further from the return, (0.8)^2 = 0.64 > (0.5)^2. Token 1 rose to 1.1
+    # (inside the range), return 2: both terms are (0.9)^2 = 0.81.
+    loss, clipfrac = value_loss(t([[0.5, 1.1]]), t([[1.0, 1.0]]), t([[0.0, 2.0]]), t([[1, 1]]), 0.2)
+    close(loss, 0.5 * (0.64 + 0.81) / 2)
+    close(clipfrac, 0.5)
