@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import errno
-import logging
 import os
 import re
 import shutil
@@ -22,16 +21,14 @@ from omegaconf.errors import OmegaConfBaseException
 from lmgcot.config import register
 from lmgcot.config.threads import remember_user_setting, use_threads
 from lmgcot.errors import ConfigError, LmgcotError
+from lmgcot.utils.http_logs import quiet_http_logs
 
 # Configs ship inside the package, so a wheel install has them too.
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and p.name != "hydra")
 # The group options extend these schemas; anything composing CONFIG_DIR imports this module first.
 register()
-# httpx and the API clients log every request and retry at INFO (117 lines for 40 calls), which
-# buries the pipeline's own log; their warnings still show.
-for _name in ("httpx", "httpcore", "anthropic", "openai"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+quiet_http_logs()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -211,7 +208,23 @@ def _one_line_composition_errors():
         hydra_utils.run_and_report = original
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def multirun_first(argv: list[str]) -> list[str]:
+    """`argv` with -m/--multirun moved before the overrides. Hydra's parser takes the overrides
+    as one run of positional arguments, so `lmgcot +sweep=x -m experiment=smoke` would otherwise
+    fail with `unrecognized arguments: experiment=smoke`. The flag takes no value: moving it
+    changes nothing else."""
+    if not any(a in MULTIRUN_FLAGS for a in argv):
+        return argv
+    return [a for a in argv if a in MULTIRUN_FLAGS][:1] + [
+        a for a in argv if a not in MULTIRUN_FLAGS
+    ]
+
+
 def main() -> None:
+    sys.argv[1:] = multirun_first(sys.argv[1:])
     remember_user_setting()  # before a launcher's workers get an OMP_NUM_THREADS of their own
     with _one_line_composition_errors():
         _main()

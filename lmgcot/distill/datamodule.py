@@ -19,7 +19,15 @@ from lmgcot.student.objectives import TrainingPairs
 NO_PAIRS = (
     "distill: no training pairs: the teacher stage kept no rationale for the training split "
     "(with teacher.filter_correct=true only rationales reaching the gold answer are kept); "
-    "raise teacher.num_samples, set teacher.filter_correct=false, or use a stronger large_lm"
+    "raise teacher.num_samples, set teacher.filter_correct=false, use more training questions, "
+    "or use a stronger large_lm"
+)
+NO_VAL_PAIRS = (
+    "distill: no validation pairs: the teacher stage kept no rationale for {questions} "
+    "(with teacher.filter_correct=true only rationales reaching the gold answer are "
+    "kept; distill keeps its best checkpoint by their loss); set teacher.filter_correct=false, "
+    "raise teacher.num_samples, give the val split more questions (dataset.max_val, a larger "
+    "dataset.eval_path or dataset.split_fractions), or use a stronger large_lm"
 )
 
 
@@ -44,6 +52,9 @@ class RationaleDataModule(pl.LightningDataModule):
         super().__init__()
         if not train_pairs.count:
             raise LmgcotError(NO_PAIRS)
+        if not val_pairs.count:
+            # The tokenizer cannot encode an empty list (IndexError).
+            raise LmgcotError(NO_VAL_PAIRS.format(questions="the val questions"))
         self.tokenizer = tokenizer
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.group_by_length, self.num_workers, self.seed = group_by_length, num_workers, seed

@@ -37,6 +37,7 @@ from lmgcot.llm.retry import (
     status_of,
     with_retries,
 )
+from lmgcot.utils.http_logs import quiet_http_logs
 
 
 class ApiLargeLM(LargeLM):
@@ -69,6 +70,8 @@ class ApiLargeLM(LargeLM):
                 "only; remove it from the config"
             )
         super().__init__(model, cache=cache, batch_size=int(batch_size))
+        # The SDK is imported by now: its HTTP library's loggers exist.
+        quiet_http_logs()
         if int(batch_size) < 1:
             raise ConfigError(f"large_lm.batch_size={batch_size}: expected >= 1")
         if int(max_concurrency) < 1:

@@ -97,7 +97,7 @@ def _context(cfg: DictConfig, stages: list[str]) -> RunContext:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset: QADataset = build(cfg.dataset, "dataset")
     splits = dataset.load_splits()
-    check_splits(splits, stages, dataset.name)
+    check_splits(splits, stages, dataset.name, cfg.dataset)
     prompts = PromptTemplates(**OmegaConf.to_container(cfg.prompt), context_mode=dataset.context)
     cache = CallCache(Path(cfg.paths.cache_dir) / "llm_calls.sqlite")
     large_lm: LargeLM = build(cfg.large_lm, "large_lm", cache=cache)

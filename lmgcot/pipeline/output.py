@@ -51,8 +51,11 @@ def format_results_table(results: dict) -> str:
         reason = (refine.get("selection") or {}).get("reason", "no val evaluation beat it")
         lines.append(f"* the distilled student: refine exported it unchanged ({reason})")
     llm = results["llm"]
-    lines.append(
+    usage = (
         f"large LM: {llm['calls']} calls, {llm['cache_hits']} cache hits, "
         f"{llm['input_tokens']} input / {llm['output_tokens']} output tokens"
     )
+    if llm.get("cost_usd") is not None:  # null for local and simulated backends
+        usage += f", ${llm['cost_usd']:.4f}"
+    lines.append(usage)
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lmgcot.artifacts import StageDir
-from lmgcot.distill.datamodule import NO_PAIRS, RationaleDataModule
+from lmgcot.distill.datamodule import NO_PAIRS, NO_VAL_PAIRS, RationaleDataModule
 from lmgcot.distill.module import RationaleDistiller
 from lmgcot.errors import LmgcotError
 from lmgcot.pipeline.builders import build_student, build_trainer
@@ -41,6 +41,8 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
     if not pairs["train"].count:
         # Before a from-scratch tokenizer is trained on an empty corpus.
         raise LmgcotError(NO_PAIRS)
+    if not pairs["val"].count:
+        raise LmgcotError(NO_VAL_PAIRS.format(questions=f"the {len(ctx.splits.val)} val questions"))
     # A from-scratch tokenizer (student.tokenizer=bpe) learns its vocabulary from the training pairs.
     student = build_student(cfg.student, cfg.seed, corpus=pairs["train"].texts())
     datamodule = RationaleDataModule(
@@ -63,14 +65,13 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
         task_weights=objective.task_weights(float(d.alpha)),
         fast_forward=d.fast_forward,
     )
-    has_val = pairs["val"].count > 0
     trainer, checkpoint = build_trainer(
         cfg.trainer,
         out,
         ctx.loggers,
-        monitor="val/loss" if has_val else None,
+        monitor="val/loss",
         mode="min",
-        limit_val_batches=1.0 if has_val else 0,
+        limit_val_batches=1.0,
         # The datamodule shards its own length-grouped batches across processes.
         use_distributed_sampler=False,
     )
