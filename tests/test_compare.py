@@ -424,3 +424,22 @@ def test_labels_spread_apart_in_order():
     # The three close targets keep their mean and order, 0.1 apart; the far one does not move.
     assert spots == pytest.approx([0.11, 1.0, -0.09, 0.01])
     assert _spread([0.0, 0.5], gap=0.1) == [0.0, 0.5]
+
+
+def test_fluency_is_said_to_be_scored_under_each_run_s_own_student(mixes, tmp_path):
+    md = to_markdown(compare(load_runs(mixes), None, 200, seed=0))
+    note = "fluency is exp(mean token log-prob) under each run's own distilled student"
+    quality = md.split("## Rationale quality per aspect")[1]
+    tradeoff = md.split("## Task accuracy vs rationale quality")[1].split("\n## ")[0]
+    assert note in quality and note in tradeoff
+    # Without a fluency score there is nothing to say.
+    for path in [*mixes.glob("*/eval/quality/*.jsonl"), *mixes.glob("*/results.json")]:
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        if path.name == "results.json":
+            for scores in rows[0]["rationale_quality"].values():
+                scores.pop("fluency")
+        else:
+            for row in rows:
+                row.pop("fluency")
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert note not in to_markdown(compare(load_runs(mixes), None, 200, seed=0))

@@ -19,6 +19,16 @@ from lmgcot.report.common import (
 from lmgcot.report.stats import ALPHA
 from lmgcot.rewards.aspects import ASPECTS
 
+# Fluency is a likelihood under a reference model, and each run's reference is its own distilled
+# student: the very same rationales (the large LM's own CoT, say) score differently in runs whose
+# distilled students differ. Said where it is shown, rather than read as a bug.
+FLUENCY_NOTE = (
+    "fluency is exp(mean token log-prob) under each run's own distilled student (refine's "
+    "reference), so the same rationales (e.g. `cot`'s) score differently in runs whose distilled "
+    "students differ (another seed, teacher or distillation setting): compare fluency between "
+    "sources of one run, or between runs that share their distilled student."
+)
+
 
 def to_markdown(report: dict) -> str:
     """comparison.md: the statistics note, then the tests against the baseline (the answers), the
@@ -149,7 +159,9 @@ def _write_tradeoff(out: io.StringIO, report: dict) -> None:
     out.write(
         f"Quality: {quality_name(report)} (aspects: {', '.join(report['aspects'])}) of each "
         "source's rationales; EM of the method that answers with them. Runs without "
-        "eval/quality/<source>.jsonl use results.json's mean scores, resampling seeds only.\n\n"
+        "eval/quality/<source>.jsonl use results.json's mean scores, resampling seeds only."
+        + (f" Note: {FLUENCY_NOTE}" if "fluency" in report["aspects"] else "")
+        + "\n\n"
     )
     if tradeoff_points(report):
         out.write("![trade-off](tradeoff.png)\n\n")
@@ -183,6 +195,8 @@ def _write_quality(out: io.StringIO, report: dict) -> None:
         return
     aspects = in_order({k for q in report["quality"] for k in q} - {"config", "source"}, ASPECTS)
     out.write("\n## Rationale quality per aspect (mean over seeds, from results.json)\n\n")
+    if "fluency" in aspects:
+        out.write(f"Note: {FLUENCY_NOTE}\n\n")
     out.write(_header(["configuration", "source"], aspects))
     for q in report["quality"]:
         cells = " | ".join(f"{q[a]:.3f}" if a in q else "n/a" for a in aspects)
