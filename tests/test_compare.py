@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from lmgcot.report.compare import compare, main
-from lmgcot.report.plots import plot_comparison
+from lmgcot.report.plots import comparison_figure, plot_comparison
 from lmgcot.report.runs import load_runs
 from lmgcot.report.stats import bootstrap_mean, hierarchical_means, paired_bootstrap, question_means
 from lmgcot.report.tables import to_markdown
-from lmgcot.report.tradeoff_plot import _spread, plot_tradeoff
+from lmgcot.report.tradeoff_plot import _spread, plot_tradeoff, tradeoff_figure
 
 pytestmark = pytest.mark.unit
 
@@ -443,3 +443,53 @@ def test_fluency_is_said_to_be_scored_under_each_run_s_own_student(mixes, tmp_pa
                 row.pop("fluency")
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert note not in to_markdown(compare(load_runs(mixes), None, 200, seed=0))
+
+
+# -- what the plots show -------------------------------------------------------------------------
+
+
+def test_distilled_squares_are_drawn_above_refined_circles(mixes):
+    fig = tradeoff_figure(compare(load_runs(mixes), None, 200, seed=0))
+    ax = fig.axes[0]
+    zorder = {
+        line.get_marker(): line.get_zorder()
+        for line in ax.get_lines()
+        if line.get_marker() != "None"
+    }
+    assert zorder["s"] > zorder["o"], zorder
+
+
+def test_identical_quality_scores_still_get_a_readable_axis(mixes):
+    report = compare(load_runs(mixes), None, 200, seed=0)
+    for p in report["tradeoff"]:
+        p.update(mean=0.0, low=0.0, high=0.0)
+    low, high = tradeoff_figure(report).axes[0].get_xlim()
+    # Quality is in [0, 1]: not a few hundredths either side of 0.
+    assert high - low >= 0.1 and -0.05 <= low <= 0.0 < high
+
+
+def test_small_differences_get_few_well_spaced_tick_labels(tmp_path):
+    """Differences of a fraction of a point: the right panel of comparison.png shows a few
+    round ticks, each label clear of the next (not nine four-decimal ones)."""
+    n = 400
+    for seed in (0, 1):
+        base = pattern(n, 0.3, seed)
+        write_run(tmp_path, f"{seed}a", ["reward=task"], seed, base)
+        tiny = [1.0 if i % 97 == 5 else e for i, e in enumerate(base)]
+        write_run(tmp_path, f"{seed}b", ["reward=all"], seed, tiny)
+    report = compare(load_runs(tmp_path), None, 200, seed=0)
+    assert abs(report["tests"][0]["mean"]) < 0.01
+    fig = comparison_figure(report)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    panel = fig.axes[1]
+    low, high = panel.get_xlim()
+    boxes = [
+        label.get_window_extent(renderer)
+        for tick, label in zip(panel.get_xticks(), panel.get_xticklabels(), strict=True)
+        if low <= tick <= high
+    ]
+    assert 2 <= len(boxes) <= 6
+    widths = sorted(b.width for b in boxes)
+    gaps = [b.x0 - a.x1 for a, b in zip(boxes, boxes[1:])]
+    assert min(gaps) >= widths[len(widths) // 2], (gaps, widths)

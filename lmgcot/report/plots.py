@@ -19,7 +19,12 @@ from lmgcot.report.common import (
 
 
 def plot_comparison(report: dict, path: Path) -> None:
-    """comparison.png. Left: EM with 95% intervals, a row per configuration (the baseline first)
+    """comparison.png (`comparison_figure`)."""
+    save_figure(comparison_figure(report), path)
+
+
+def comparison_figure(report: dict):
+    """comparison.png's figure. Left: EM with 95% intervals, a row per configuration (the baseline first)
     and a point per method, offset vertically and coloured by method. Right: each configuration's
     paired EM difference to the baseline, hollow when within noise; methods with the baseline's
     very scores in every configuration are named in the title instead of drawn."""
@@ -50,7 +55,7 @@ def plot_comparison(report: dict, path: Path) -> None:
         f"lmgcot comparison\n95% CIs resample: {intervals_note(report['rows'], 'resampled')}",
         fontsize=10,
     )
-    save_figure(fig, path)
+    return fig
 
 
 # -- comparison.png --------------------------------------------------------------------------------
@@ -107,6 +112,9 @@ def _draw_differences(
     if report["baseline"] in rows.row:
         ax.text(0, rows.row[report["baseline"]], " baseline", va="center", fontsize=8)
     ax.set_xlabel(f"EM minus {report['baseline']} (paired: same seeds and questions)")
+    # Differences are often a fraction of a point: the default nine ticks need four decimals
+    # each and crowd the narrower panel.
+    ax.xaxis.set_major_locator(_few_ticks())
     ax.grid(axis="x", alpha=0.3)
     title = "difference to the baseline (hollow: 95% CI contains 0)"
     if untouched:
@@ -131,6 +139,13 @@ def intervals_note(estimates: list[dict], key: str) -> str:
     """What the plotted intervals resampled (`estimates[...][key]`), for a plot's title."""
     kinds = sorted({e[key] for e in estimates}, key=lambda k: k != FULL)
     return "; ".join(kinds)
+
+
+def _few_ticks():
+    """A tick locator for a narrow axis: at most five ticks at round steps."""
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10])
 
 
 def pyplot():

@@ -10,15 +10,30 @@ import numpy as np
 from lmgcot.report.common import config_label, quality_name, tradeoff_points
 from lmgcot.report.plots import error_bars, intervals_note, pyplot, save_figure
 
+# The narrowest span an axis of scores in [0, 1] shows: identical points (all 0, say) would
+# otherwise get an axis of a few hundredths around them.
+MIN_SPAN = 0.1
+EDGE = 0.02
+
 
 def plot_tradeoff(report: dict, path: Path) -> bool:
-    """tradeoff.png: per configuration, rationale quality (x) against EM (y) of `lm_guided_rl`, in
+    """tradeoff.png (`tradeoff_figure`); False, and nothing written, when there is nothing to
+    draw."""
+    fig = tradeoff_figure(report)
+    if fig is None:
+        return False
+    save_figure(fig, path)
+    return True
+
+
+def tradeoff_figure(report: dict):
+    """tradeoff.png's figure: per configuration, rationale quality (x) against EM (y) of `lm_guided_rl`, in
     a colour of its own and labelled with the configuration, joined by a dotted line to the grey
-    `lm_guided_kd` point it was refined from; all with 95% intervals. False, and nothing written,
-    when no run has rationale scores for those sources."""
+    `lm_guided_kd` point it was refined from; all with 95% intervals. None when no run has
+    rationale scores for those sources."""
     points = tradeoff_points(report)
     if not points:
-        return False
+        return None
     plt = pyplot()
     height = max(4.5, 1.8 + 0.24 * len(report["configs"]))
     fig, ax = plt.subplots(figsize=(9.5, height))
@@ -31,10 +46,14 @@ def plot_tradeoff(report: dict, path: Path) -> bool:
             tuple(p[k] for k in ("mean", "low", "high", "em", "em_low", "em_high")): p
             for p in distilled.values()
         }
-        _cross(ax, list(unique.values()), "0.45", marker="s", ms=5)
+        # Above the refined circles (zorder 2), which would otherwise hide them where they meet.
+        _cross(ax, list(unique.values()), "0.45", marker="s", ms=5, zorder=3)
     colors = {p["config"]: _color(plt, i) for i, p in enumerate(refined)}
     for p in refined:
         _draw_refined(ax, p, distilled.get(p["config"]), colors[p["config"]], report)
+    ax.margins(0.08)
+    _score_axis(ax, "x")
+    _score_axis(ax, "y")
     _label_refined(ax, refined, colors, report, height)
     ax.set_xlabel(f"rationale quality: {quality_name(report)} (95% CI)")
     ax.set_ylabel("exact match (95% CI)")
@@ -52,8 +71,19 @@ def plot_tradeoff(report: dict, path: Path) -> bool:
         fontsize=8,
         frameon=False,
     )
-    save_figure(fig, path)
-    return True
+    return fig
+
+
+def _score_axis(ax, axis: str) -> None:
+    """Keep a score axis within the scores' range [0, 1] (plus a small margin: nothing is drawn
+    outside it), at least `MIN_SPAN` wide around its points."""
+    low, high = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    low, high = max(low, -EDGE), min(high, 1 + EDGE)
+    if high - low < MIN_SPAN:
+        middle = (low + high) / 2
+        low = min(max(middle - MIN_SPAN / 2, -EDGE), 1 + EDGE - MIN_SPAN)
+        high = low + MIN_SPAN
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(low, high)
 
 
 def _draw_refined(ax, point: dict, start: dict | None, color, report: dict) -> None:
@@ -74,8 +104,7 @@ def _draw_refined(ax, point: dict, start: dict | None, color, report: dict) -> N
 
 def _label_refined(ax, refined: list[dict], colors: dict, report: dict, height: float) -> None:
     """Label each refined point with its configuration right of the axes, the labels stacked
-    where points are close; the axes keep their margins."""
-    ax.margins(0.08)
+    where points are close; the axes keep their limits."""
     low, high = ax.get_ylim()
     # One 8-pt label line (11 pt with spacing) in data units: the axes are height * fraction tall.
     gap = 11 / 72 / (height * ax.get_position().height) * (high - low)
@@ -134,8 +163,7 @@ def _cross(ax, points: list[dict], color, **style) -> None:
         ecolor=to_rgba(color, 0.45),
         elinewidth=0.9,
         capsize=2,
-        zorder=2,
-        **style,
+        **{"zorder": 2, **style},
     )
 
 
