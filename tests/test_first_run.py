@@ -163,3 +163,21 @@ def test_multirun_flag_after_the_overrides_still_sweeps(tmp_path):
     # Both values swept: two jobs, the first stopped by its bad value.
     assert "Launching 2 jobs" in out and "#0 : experiment=smoke dataset.n_train=-1" in out
     assert "lmgcot: error: dataset.n_train=-1: must be >= 0" in proc.stderr
+
+
+# -- a run size between smoke and the default -------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_quick_sits_between_smoke_and_the_default(compose_cfg):
+    def size(*overrides: str) -> tuple:
+        cfg = compose_cfg(*overrides, fast=False)
+        n = cfg.dataset.get("n_test")
+        tests = cfg.dataset.max_test if n is None else min(n, cfg.dataset.max_test or n)
+        return cfg.trainer.max_steps, cfg.rl.rollouts, tests
+
+    smoke, quick, full = size("experiment=smoke"), size("experiment=quick"), size()
+    for low, mid, high in zip(smoke, quick, full, strict=True):
+        assert low < mid < high, (smoke, quick, full)
+    # Every dataset takes it, as smoke: it sets only keys they all have.
+    assert size("experiment=quick", "dataset=hotpotqa")[2] == quick[2]
