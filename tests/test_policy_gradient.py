@@ -113,3 +113,60 @@ def test_diagnostics_by_hand():
     close(explained_variance(returns, returns, mask), 1.0)
     # A constant guess at the mean explains nothing.
     close(explained_variance(torch.full_like(returns, 2.0), returns, mask), 0.0)
+
+
+# --- edges that `make mutate` found untested: two samples per question, singleton and empty
+# groups, a batch of one, and explained variance away from a unit variance -----------------------
+
+
+def test_two_samples_per_question_are_enough_and_the_default_scale_is_the_group_s():
+    from lmgcot.rl.policy_gradient import group_means, group_stds
+
+    scores, groups = torch.tensor([1.0, 0.0, 0.25, 0.75], dtype=D), torch.tensor([0, 0, 1, 1])
+    # Leave-one-out with k = 2: each score minus the other one.
+    close(rloo_advantages(scores, groups), [1.0, -1.0, -0.5, 0.5])
+    with pytest.raises(ValueError) as err:
+        rloo_advantages(torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0, 0, 1]))
+    assert str(err.value) == "rloo needs >= 2 samples per question (rl.samples_per_question)"
+    # The unbiased std of two samples is |a - b| / sqrt(2).
+    close(group_stds(scores, groups), [1 / math.sqrt(2), 0.5 / math.sqrt(2)])
+    assert within_group_std(scores, groups) == pytest.approx((1 + 0.5) / 2 / math.sqrt(2))
+    close(group_means(torch.tensor([3.0], dtype=D), torch.tensor([0])), [3.0])
+    close(
+        sequence_advantages("grpo", scores, groups),
+        group_advantages(scores, groups, "group").tolist(),
+    )
+
+
+def test_group_statistics_of_singletons_and_of_nothing():
+    from lmgcot.rl.policy_gradient import group_means, group_sums
+
+    # Question ids 0 and 2, one sample each (id 1 has none): one entry per id up to the largest.
+    x, groups = torch.tensor([2.0, 5.0], dtype=D), torch.tensor([0, 2])
+    sums, counts = group_sums(x, groups)
+    close(sums, [2.0, 0.0, 5.0])
+    close(counts, [1.0, 0.0, 1.0])
+    close(group_means(x, groups), [2.0, 0.0, 5.0])
+    sums, counts = group_sums(torch.zeros(0, dtype=D), torch.zeros(0, dtype=torch.long))
+    assert sums.shape == counts.shape == (0,)
+    # A batch of one: no spread to scale by, so its centred advantage 0 stays 0.
+    one = torch.tensor([0.7], dtype=D)
+    close(group_advantages(one, torch.tensor([0]), "batch"), [0.0])
+    assert math.isnan(within_group_std(one, torch.tensor([0])))
+    # Two questions of one sample each: the batch's spread.
+    two = torch.tensor([0.0, 1.0], dtype=D)
+    assert within_group_std(two, torch.tensor([0, 1])) == pytest.approx(1 / math.sqrt(2))
+    close(group_advantages(two, torch.tensor([0, 1]), "batch"), [0.0, 0.0])
+    # One question of two samples, scaled by the batch's std of two scores.
+    half = 0.5 / (1 / math.sqrt(2) + GROUP_STD_EPS)
+    close(group_advantages(two, torch.tensor([0, 0]), "batch"), [-half, half])
+
+
+def test_explained_variance_away_from_unit_variance():
+    returns = torch.tensor([[0.0, 0.5, 1.0]], dtype=D)  # unbiased variance 0.25
+    mask = torch.ones(1, 3, dtype=D)
+    values = torch.tensor([[0.0, 0.5, 0.5]], dtype=D)  # residual (0, 0, 0.5): variance 1/12
+    close(explained_variance(values, returns, mask), 1 - (1 / 12) / 0.25)
+    # Returns without variance: nothing to explain, 0 whatever the values.
+    flat = torch.full((1, 3), 0.3, dtype=D)
+    close(explained_variance(flat, flat, mask), 0.0)

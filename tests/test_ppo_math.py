@@ -415,3 +415,36 @@ def test_value_clipping_by_hand_from_a_nonzero_old_value():
     loss, clipfrac = value_loss(t([[0.5, 1.1]]), t([[1.0, 1.0]]), t([[0.0, 2.0]]), t([[1, 1]]), 0.2)
     close(loss, 0.5 * (0.64 + 0.81) / 2)
     close(clipfrac, 0.5)
+
+
+def test_kl_checks_name_the_setting_and_the_shapes_and_accept_the_range_ends():
+    def message(call) -> str:
+        with pytest.raises((ValueError, KeyError)) as err:
+            call()
+        return str(err.value.args[0])
+
+    assert (
+        message(lambda: kl_estimate(t([[0.0, 0.0]]), t([[0.0]]), "k1"))
+        == "logprobs (1, 2) and ref_logprobs (1, 1) differ"
+    )
+    assert (
+        message(lambda: FixedKLController(-0.1)) == "rl.kl_coef=-0.1: must be a non-negative number"
+    )
+    assert (
+        message(lambda: AdaptiveKLController(-0.1, target=1.0, horizon=10))
+        == "rl.kl_coef=-0.1: must be a non-negative number"
+    )
+    assert (
+        message(lambda: AdaptiveKLController(0.1, target=1.0, horizon=0))
+        == "rl.kl_horizon=0: must be a positive number"
+    )
+    ctl = AdaptiveKLController(0.1, target=1.0, horizon=0.5)  # any positive horizon
+    ctl.update(2.0, n_steps=0)  # a batch of no samples moves nothing
+    assert ctl.value == 0.1
+    assert message(lambda: ctl.update(2.0, n_steps=-1)) == "n_steps=-1: must be >= 0"
+    assert message(lambda: ctl.load_state_dict({"coef": 1.0})) == (
+        "KL controller state has no 'value' (keys: ['coef'])"
+    )
+    assert message(lambda: ctl.load_state_dict({"value": -1.0})) == (
+        "KL controller state 'value'=-1.0: must be a non-negative number"
+    )
