@@ -33,17 +33,12 @@ from pathlib import Path
 import numpy as np
 from reward_effects import ci, paired, read_rows
 
+from lmgcot.eval.methods import PAPER_METHODS
 from lmgcot.rewards.aspects import ASPECTS
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINES = [
-    "standard",
-    "cot",
-    "lm_guided_kd",
-    "lm_guided_kd_sc",
-    "lm_guided_rl",
-    "lm_guided_rl_sc",
-]
+# The paper's methods, as the default evaluation runs them.
+BASELINES = list(PAPER_METHODS)
 
 
 def main(argv: list[str]) -> int:

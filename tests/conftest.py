@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import types
 from pathlib import Path
@@ -162,3 +163,14 @@ def sweep_params(values, first_of=lambda v: None, ids=str):
         seen.add(kind)
         args = value if isinstance(value, tuple) else (value,)
         yield pytest.param(*args, id=ids(value), marks=marks)
+
+
+def cache_rows(path: Path) -> int:
+    """Rows of a call cache file, read through a separate connection (0 before the table exists)."""
+    conn = sqlite3.connect(str(path), timeout=10)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()

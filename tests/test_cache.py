@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import cache_rows
 
 from lmgcot.errors import BackendError
 from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request
@@ -214,23 +215,12 @@ _ENDLESS_WRITER = textwrap.dedent(
 )
 
 
-def _rows(path: Path) -> int:
-    """Row count read through a separate connection, 0 while the table does not exist yet."""
-    conn = sqlite3.connect(str(path), timeout=10)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
-
-
 def test_killed_writer_leaves_a_sound_file(cache_path: Path) -> None:
     script = _ENDLESS_WRITER.format(root=str(REPO_ROOT), path=str(cache_path))
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
-        while _rows(cache_path) < 500:
+        while cache_rows(cache_path) < 500:
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "writer made no progress"
             time.sleep(0.02)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import config_group
+from conftest import cache_rows, config_group
 from fake_api_server import FakeApiServer
 from omegaconf import OmegaConf
 
@@ -139,17 +138,6 @@ lm.generate([f"long job question {i}" for i in range(60)], GenerationParams(max_
 """
 
 
-def _stored(path: Path) -> int:
-    """Rows of the cache file, read through a separate connection (0 before the table exists)."""
-    conn = sqlite3.connect(str(path), timeout=10)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
-
-
 def test_a_kill_loses_no_reply_that_arrived(server, tmp_path):
     # The server answers 12 requests and holds every later one: the kill comes in mid-chunk,
     # after exactly 12 replies were paid for.
@@ -161,9 +149,9 @@ def test_a_kill_loses_no_reply_that_arrived(server, tmp_path):
     # stored as it arrives. (The deadline only bounds the hang of a client that stored whole
     # chunks.)
     deadline = time.monotonic() + 60
-    while _stored(path) < 12:
+    while cache_rows(path) < 12:
         assert child.poll() is None, "the child ended before the kill"
-        assert time.monotonic() < deadline, f"{_stored(path)} of 12 paid replies stored"
+        assert time.monotonic() < deadline, f"{cache_rows(path)} of 12 paid replies stored"
         time.sleep(0.01)
     child.send_signal(signal.SIGKILL)
     child.wait()
