@@ -204,6 +204,7 @@ def test_transport_keys_are_the_fingerprints_exclusions():
             "retry_max_s",
             "base_url",
             "prices",
+            "max_cost_usd",
             "prompt_caching",
             "prompt_cache_min_tokens",
             "batch_stages",

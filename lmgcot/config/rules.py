@@ -140,6 +140,7 @@ RANGES: dict[str, Range] = {
         SHARE,
     ),
     "large_lm.reader.length_free_words": Range(low=0),
+    "large_lm.max_cost_usd": Range(low=0, nullable=True, note="USD; null: no cap"),
     "evaluation.self_consistency.temperature": Range(
         low=0, low_open=True, note="samples at temperature 0 are all the same"
     ),

@@ -28,6 +28,7 @@ def check(cfg: DictConfig) -> list[str]:
     problems += _closed_sets(cfg)
     problems += _objective(cfg, stages)
     problems += _rl(cfg)
+    problems += _spend_cap(cfg)
     problems += _reward(cfg)
     problems += _trainer_arguments(cfg)
     if problems:
@@ -166,6 +167,36 @@ def _rl(cfg: DictConfig) -> list[str]:
             "(its baseline comes from the other samples of the same question)"
         )
     return out
+
+
+def _spend_cap(cfg: DictConfig) -> list[str]:
+    """A spend cap needs the model's prices to be checked against (a negative one is a range
+    problem, reported with the ranges)."""
+    from lmgcot.llm.base import no_price_for_cap
+
+    cap = _get(cfg, "large_lm.max_cost_usd")
+    if not isinstance(cap, (int, float)) or isinstance(cap, bool) or cap < 0:
+        return []
+    model = str(_get(cfg, "large_lm.model"))
+    if not _has(cfg, "large_lm.prices"):
+        return [
+            f"large_lm.max_cost_usd={cap:g}: the {_backend_name(cfg)} backend is not billed (it "
+            "has no large_lm.prices); remove the cap"
+        ]
+    if model in (_get(cfg, "large_lm.prices") or {}):
+        return []
+    return [no_price_for_cap(_backend_name(cfg), model, cap)]
+
+
+def _backend_name(cfg: DictConfig) -> str:
+    """The large LM's backend name (`LargeLM.backend`), else its class name."""
+    from hydra.utils import get_class
+
+    target = str(_get(cfg, "large_lm._target_") or "large_lm")
+    try:
+        return str(get_class(target).backend)
+    except Exception:  # a class that cannot be imported is reported when it is built
+        return target.rsplit(".", 1)[-1]
 
 
 def _reward(cfg: DictConfig) -> list[str]:

@@ -145,6 +145,8 @@ class APILMConfig(LargeLMConfig):
     retry_max_s: Number = transport()
     base_url: str | None = transport()
     prices: dict[str, Any] = transport()
+    # USD one invocation may spend on fresh calls (null: no cap); checked before each batch.
+    max_cost_usd: Number | None = transport(None)
 
 
 @dataclass

@@ -38,12 +38,12 @@ import anthropic
 from lmgcot.errors import BackendError, ConfigError
 from lmgcot.llm.anthropic_batches import MessageBatchesMixin, message_completion
 from lmgcot.llm.api import ApiLargeLM
-from lmgcot.llm.base import Completion, Request
+
+# The approximation is enough to decide whether a shared prefix is worth a cache breakpoint (the
+# API itself decides whether it qualifies).
+from lmgcot.llm.base import CHARS_PER_TOKEN, Completion, Request
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
-# A rough characters-per-token ratio for English prompts: enough to decide whether a shared prefix
-# is worth a cache breakpoint (the API itself decides whether it qualifies).
-CHARS_PER_TOKEN = 4
 # The API's limit on requests per batch.
 MAX_BATCH_REQUESTS = 100_000
 BATCH_DIR = "anthropic_batches"
@@ -108,6 +108,9 @@ class AnthropicLargeLM(MessageBatchesMixin, ApiLargeLM):
         self._api_key = key
         self._warned_sampling = False
         self._prefix: str | None = None
+
+    def discount(self) -> float:
+        return self.batch_discount if self.batching() else 1.0
 
     def _make_client(self) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(

@@ -25,6 +25,7 @@ from lmgcot.llm.base import (
     Request,
     RequestsFailed,
     _cache_value,
+    no_price_for_cap,
 )
 from lmgcot.llm.cache import CallCache
 from lmgcot.llm.concurrency import run_settled
@@ -63,13 +64,14 @@ class ApiLargeLM(LargeLM):
         base_url: str | None = None,
         prices: Mapping[str, Mapping[str, float]] | None = None,
         api_key: Any = None,
+        max_cost_usd: float | None = None,
     ):
         if api_key is not None:
             raise ConfigError(
                 f"large_lm.api_key: keys are read from the environment ({self.api_key_env}) "
                 "only; remove it from the config"
             )
-        super().__init__(model, cache=cache, batch_size=int(batch_size))
+        super().__init__(model, cache=cache, batch_size=int(batch_size), max_cost_usd=max_cost_usd)
         # The SDK is imported by now: its HTTP library's loggers exist.
         quiet_http_logs()
         if int(batch_size) < 1:
@@ -90,8 +92,13 @@ class ApiLargeLM(LargeLM):
         self.base_url = base_url or None
         self.prices = _read_prices(prices)
         self._price: dict[str, float] | None = self.prices.get(model)
+        if self.max_cost_usd is not None and self._price is None:
+            raise ConfigError(no_price_for_cap(self.backend, model, self.max_cost_usd))
         # Zero rather than None for a priced model: a fully cached run really cost nothing.
         self.usage.cost_usd = 0.0 if self._price else None
+
+    def price(self) -> dict[str, float] | None:
+        return self._price
 
     @property
     def cost_usd(self) -> float | None:
@@ -149,24 +156,28 @@ class ApiLargeLM(LargeLM):
         """Called with the requests about to be sent together (a backend may look at them)."""
 
     def _account_cost(self, completions: Sequence[Completion], discount: float = 1.0) -> None:
-        """Add the price of fresh completions (times `discount`, e.g. a batch API's) to cost_usd."""
+        """Add the price of fresh completions (times `discount`, e.g. a batch API's) to cost_usd,
+        and to the stage's cost per kind of token (what an invoice lists), discount included."""
         if self._price is None:
             return
-        p = self._price
-        cost = (
-            discount
-            * sum(
-                c.input_tokens * p["input"]
-                + c.output_tokens * p["output"]
-                + c.cache_read_tokens * p["cache_read"]
-                + c.cache_write_tokens * p["cache_write"]
-                for c in completions
-            )
-            / 1e6
-        )
+        parts = {
+            kind: discount * sum(getattr(c, f"{kind}_tokens") for c in completions) * price / 1e6
+            for kind, price in self._price.items()
+        }
+        cost = sum(parts.values())
         self.usage.cost_usd = (self.usage.cost_usd or 0.0) + cost
         stage = self.usage.stage(self._stage)
         stage["cost_usd"] = stage.get("cost_usd", 0.0) + cost
+        by_kind = stage.setdefault("cost_usd_by_kind", dict.fromkeys(parts, 0.0))
+        for kind, value in parts.items():
+            by_kind[kind] += value
+        if discount != 1.0:
+            # What the batch discount took off the list price: the invoice shows batch prices.
+            stage["batch_discount"] = discount
+            stage["batch_calls"] = stage.get("batch_calls", 0) + len(completions)
+            stage["batch_saved_usd"] = stage.get("batch_saved_usd", 0.0) + cost * (
+                1 / discount - 1 if discount else 0.0
+            )
 
     @abstractmethod
     def _make_client(self) -> Any:

@@ -13,8 +13,19 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
-from lmgcot.errors import BackendError
+from lmgcot.errors import BackendError, ConfigError, LmgcotError
 from lmgcot.llm.cache import CallCache, cache_key
+
+# The documented approximation of a prompt's tokens where a backend has no tokenizer at hand:
+# about 4 characters a token for English (the rule of thumb Anthropic and OpenAI give). Measured
+# with Claude's published (v1) tokenizer it is 3.0-5.1 characters a token depending on the text
+# (docs/cost.md); a plan calibrates it on the call cache's own replies where it can.
+CHARS_PER_TOKEN = 4
+# Tokens per character assumed for the spend cap's worst case before any reply has shown the real
+# ratio: twice the approximation, above what real tokenizers give for any text but digits.
+WORST_TOKENS_PER_CHAR = 0.5
+# Margin over the highest tokens-per-character ratio seen so far, once replies have shown one.
+WORST_RATIO_MARGIN = 1.25
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,11 @@ class Completion:
     cached: bool = False  # served from the call cache (no call made)
     cache_read_tokens: int = 0  # input read from the API's prompt cache
     cache_write_tokens: int = 0  # input written to the API's prompt cache
+
+
+class SpendCapReached(LmgcotError):
+    """`large_lm.max_cost_usd` would be passed by the next requests: stopped before sending them
+    (every reply received is in the call cache, so a rerun pays only for the rest)."""
 
 
 class RequestsFailed(Exception):
@@ -123,12 +139,90 @@ class LargeLM(ABC):
 
     backend: str = "base"
 
-    def __init__(self, model: str, cache: CallCache | None = None, batch_size: int = 16):
+    # Whether `count_tokens` is the backend's own count (else the documented approximation).
+    exact_token_counts: bool = False
+
+    def __init__(
+        self,
+        model: str,
+        cache: CallCache | None = None,
+        batch_size: int = 16,
+        max_cost_usd: float | None = None,
+    ):
         self.model = model
         self.cache = cache
         self.batch_size = batch_size
         self.usage = Usage()
         self._stage = "default"
+        if max_cost_usd is not None and float(max_cost_usd) < 0:
+            raise ConfigError(f"large_lm.max_cost_usd={max_cost_usd}: must be >= 0, or null")
+        self.max_cost_usd = None if max_cost_usd is None else float(max_cost_usd)
+        # The highest input tokens per prompt character seen in replies (the spend cap's bound).
+        self._tokens_per_char = 0.0
+
+    # -- what a request costs (the plan and the spend cap) ---------------------------------------
+
+    def count_tokens(self, request: Request) -> int:
+        """The input tokens of a request: the documented approximation (CHARS_PER_TOKEN) unless a
+        backend counts them itself (`exact_token_counts`)."""
+        return -(-prompt_chars(request) // CHARS_PER_TOKEN)
+
+    def price(self) -> dict[str, float] | None:
+        """USD per million tokens {input, output, cache_read, cache_write}; None: free or unknown."""
+        return None
+
+    def discount(self) -> float:
+        """The price factor of the current stage's calls (a batch API's discount)."""
+        return 1.0
+
+    def batching(self) -> bool:
+        """Whether the current stage's calls go out as a batch API's batches."""
+        return False
+
+    def worst_cost(self, request: Request) -> float:
+        """The most a request can cost (USD): its prompt at the highest tokens-per-character ratio
+        seen (WORST_TOKENS_PER_CHAR before any reply) and the dearest input price, plus
+        `max_new_tokens` of output; 0 without prices."""
+        p = self.price()
+        if p is None:
+            return 0.0
+        ratio = self._tokens_per_char * WORST_RATIO_MARGIN or WORST_TOKENS_PER_CHAR
+        n_in = -(-prompt_chars(request) * ratio // 1)
+        dearest = max(p["input"], p["cache_read"], p["cache_write"])
+        out = request.params.max_new_tokens * p["output"]
+        return self.discount() * (n_in * dearest + out) / 1e6
+
+    def _observe(self, request: Request, c: Completion) -> None:
+        billed = c.input_tokens + c.cache_read_tokens + c.cache_write_tokens
+        if billed:
+            self._tokens_per_char = max(
+                self._tokens_per_char, billed / max(1, prompt_chars(request))
+            )
+
+    def _affordable(self, requests: Sequence[Request]) -> int:
+        """How many of `requests`, in order, fit under `max_cost_usd` at their worst cost."""
+        if self.max_cost_usd is None or self.price() is None:
+            return len(requests)
+        left = self.max_cost_usd - (self.usage.cost_usd or 0.0)
+        for n, r in enumerate(requests):
+            left -= self.worst_cost(r)
+            if left < 0:
+                return n
+        return len(requests)
+
+    def _cap_line(self, unsent: Sequence[Request]) -> str:
+        """The one line a run stops with at the spend cap."""
+        rest = sum(self.worst_cost(r) for r in unsent)
+        spent = self.usage.cost_usd or 0.0
+        # Rounded up to the cent: a suggestion that is itself enough for this step's rest.
+        more = max(0.01, -(-rest * 100 // 1) / 100)
+        return (
+            f"large_lm.max_cost_usd={self.max_cost_usd:g}: stopped before passing it, ${spent:.4f} "
+            f"spent by this run (every reply is in the call cache); left: {len(unsent)} requests "
+            f"of stage {self._stage} (up to ${rest:.4f}) and the stages after it; a rerun pays "
+            f"only for the rest: add large_lm.max_cost_usd={more:.2f} to finish this step, or "
+            "plan=true to see the whole remaining cost"
+        )
 
     def set_stage(self, stage: str) -> None:
         """Name the pipeline stage that subsequent calls are accounted to."""
@@ -154,6 +248,7 @@ class LargeLM(ABC):
             hit = found.get(key)
             if hit is not None:
                 results[i] = _cached_completion(hit)
+                self._observe(requests[i], results[i])
             else:
                 waiting.setdefault(key, []).append(i)
         missing = [idxs[0] for idxs in waiting.values()]
@@ -195,6 +290,16 @@ class LargeLM(ABC):
                 chunk = [i for i in chunk if keys[i] in owned]
                 if not chunk:
                     continue
+            # The spend cap, checked before anything is sent (a whole batch, for batch APIs).
+            fit = self._affordable([requests[i] for i in chunk])
+            if fit < len(chunk):
+                if self.cache is not None:
+                    self.cache.release([keys[i] for i in chunk[fit:]])
+                if fit:
+                    self._run_chunk(chunk[:fit], requests, keys, waiting, results, failed)
+                bar.close()
+                unsent = [requests[i] for i in [*chunk[fit:], *todo, *elsewhere] if i not in failed]
+                raise SpendCapReached(self._cap_line(unsent))
             answered += self._run_chunk(chunk, requests, keys, waiting, results, failed)
             if failed and not answered:
                 break  # nothing has worked yet: sending the rest would only repeat the failure
@@ -230,6 +335,7 @@ class LargeLM(ABC):
         for pos, c in done.items():
             i = chunk[pos]
             results[i] = c
+            self._observe(requests[i], c)
             for j in waiting[keys[i]][1:]:
                 results[j] = Completion(c.text, c.input_tokens, c.output_tokens, True)
         got = list(done.values())
@@ -307,9 +413,36 @@ class LargeLM(ABC):
             self.cache.close()
 
 
+def no_price_for_cap(backend: str, model: str, cap: float) -> str:
+    """The one line refusing a spend cap that no price can be checked against."""
+    return (
+        f"large_lm.max_cost_usd={cap:g}: the {backend} backend has no price for model {model!r} "
+        f"(large_lm.prices.{model}: {{input: USD per MTok, output: USD per MTok}}), so a cap "
+        "cannot be checked; add its prices or set large_lm.max_cost_usd=null"
+    )
+
+
+def prompt_chars(request: Request) -> int:
+    """Characters a request sends: its prompt and its system prompt."""
+    return len(request.prompt) + len(request.params.system or "")
+
+
 def _cached_completion(hit: dict) -> Completion:
-    return Completion(hit["text"], hit["input_tokens"], hit["output_tokens"], True)
+    return Completion(
+        hit["text"],
+        hit["input_tokens"],
+        hit["output_tokens"],
+        True,
+        cache_read_tokens=hit.get("cache_read_tokens", 0),
+        cache_write_tokens=hit.get("cache_write_tokens", 0),
+    )
 
 
 def _cache_value(c: Completion) -> dict:
-    return {"text": c.text, "input_tokens": c.input_tokens, "output_tokens": c.output_tokens}
+    value = {"text": c.text, "input_tokens": c.input_tokens, "output_tokens": c.output_tokens}
+    # The prompt-cache part of the input too (where there was one): a plan reads the whole
+    # input of a cached call to calibrate its token estimates.
+    if c.cache_read_tokens or c.cache_write_tokens:
+        value["cache_read_tokens"] = c.cache_read_tokens
+        value["cache_write_tokens"] = c.cache_write_tokens
+    return value

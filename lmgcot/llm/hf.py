@@ -103,6 +103,33 @@ class HFLargeLM(LargeLM):
         return "bfloat16" if on_cuda and torch.cuda.is_bf16_supported() else "float32"
 
     @property
+    def exact_token_counts(self) -> bool:  # type: ignore[override]
+        return self._counting_tokenizer() is not None
+
+    def count_tokens(self, request: Request) -> int:
+        """The model's own tokenizer's count where it is on disk (the model is not loaded),
+        else the documented approximation."""
+        tok = self._counting_tokenizer()
+        if tok is None:
+            return super().count_tokens(request)
+        n = len(tok(_full_prompt(request))["input_ids"])
+        return min(n, self.max_input_tokens) if self.max_input_tokens else n
+
+    def _counting_tokenizer(self):
+        if self._tokenizer is None and not hasattr(self, "_offline_tokenizer"):
+            source = (
+                str(Path(self.model).expanduser()) if _looks_like_path(self.model) else self.model
+            )
+            try:
+                # Only what is on disk: a plan never downloads.
+                self._offline_tokenizer = AutoTokenizer.from_pretrained(
+                    source, trust_remote_code=self.trust_remote_code, local_files_only=True
+                )
+            except (OSError, ValueError, ImportError):
+                self._offline_tokenizer = None
+        return self._tokenizer or getattr(self, "_offline_tokenizer", None)
+
+    @property
     def loaded(self) -> bool:
         """Whether the model has been loaded (a fully cached run never loads it)."""
         return self._hf_model is not None

@@ -102,6 +102,12 @@ class SimulatedLargeLM(LargeLM):
             "reader": asdict(self.reader),
         }
 
+    # Its token counts are its own: words of the prompt (below), so a plan's are exact.
+    exact_token_counts = True
+
+    def count_tokens(self, request: Request) -> int:
+        return len(request.prompt.split())
+
     def check_prompt(self, prompt: str) -> None:
         if is_reasoning_prompt(prompt):
             read_reasoning_prompt(prompt)
