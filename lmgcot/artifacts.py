@@ -9,6 +9,8 @@
     <run_dir>/teacher/<split>.jsonl the teacher's rationales
     <run_dir>/eval/<method>.jsonl   per-question predictions; eval/meta.json holds their fingerprints
     <run_dir>/eval/quality/<source>.jsonl  per-question aspect scores of a rationale source
+    <run_dir>/eval/samples/<key>.jsonl     a student's sampled outputs, shared by the methods
+                                           that sample it the same way (`lmgcot.eval.samples`)
 
 The pipeline writes through these classes and `lmgcot-compare` reads through them.
 """
@@ -112,6 +114,10 @@ class EvalDir(StageDir):
 
     def quality_files(self) -> list[Path]:
         return sorted((self.path / self.QUALITY).glob("*.jsonl"))
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / "samples"
 
 
 class RunDir:

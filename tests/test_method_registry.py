@@ -26,14 +26,25 @@ def test_the_records_say_what_each_method_needs():
         "lm_guided_rl",
         "lm_guided_rl_sc",
     )
-    assert RL_METHODS == ("lm_guided_rl", "lm_guided_rl_sc")
+    assert RL_METHODS == (
+        "lm_guided_rl",
+        "lm_guided_rl_sc",
+        "lm_guided_rl_best",
+        "lm_guided_rl_wsc",
+    )
     assert METHODS["standard"].student is None and METHODS["cot"].student is None
     assert not METHODS["vanilla_ft"].uses_large_lm and METHODS["vanilla_ft"].objectives == (
         "answer",
     )
     # Sampled methods' predictions depend on how questions are batched: in their fingerprint.
     sampled = {name for name, m in METHODS.items() if m.samples}
-    assert sampled == {"lm_guided_kd_sc", "lm_guided_rl_sc", "finetune_cot_sc"}
+    assert sampled == {
+        "lm_guided_kd_sc",
+        "lm_guided_rl_sc",
+        "finetune_cot_sc",
+        *(f"lm_guided_{s}_{how}" for s in ("kd", "rl") for how in ("best", "wsc")),
+        "oracle_best_of_k",
+    }
     assert all("student_batch_size" in METHODS[name].settings for name in sampled)
 
 

@@ -61,6 +61,7 @@ class EvaluationConfig:
     cot_max_new_tokens: int = MISSING
     student_batch_size: int = MISSING
     self_consistency: SelfConsistencyConfig = field(default_factory=SelfConsistencyConfig)
+    select_reward: str = MISSING
     num_examples_saved: int = MISSING
     rationale_quality: bool = MISSING
 

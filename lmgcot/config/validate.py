@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lmgcot.artifacts import STAGE_ORDER
+from lmgcot.artifacts import STAGE_ORDER, RunDir
 from lmgcot.config.rules import ADAPTIVE_KL, RANGES
 from lmgcot.errors import ConfigError
 
@@ -27,6 +28,7 @@ def check(cfg: DictConfig) -> list[str]:
     problems += _ranges(cfg)
     problems += _closed_sets(cfg)
     problems += _objective(cfg, stages)
+    problems += _selection(cfg, stages)
     problems += _rl(cfg)
     problems += _spend_cap(cfg)
     problems += _reward(cfg)
@@ -149,6 +151,53 @@ def _objective(cfg: DictConfig, stages: list[str]) -> list[str]:
             f"got distill.objective={objective}; drop refine from stages"
         )
     return out
+
+
+def _selection(cfg: DictConfig, stages: list[str]) -> list[str]:
+    """Choosing among samples: a selection reward that needs no gold answer, the students the
+    methods use (made by a stage of this run or already in the run directory), and no oracle as
+    the run's objective."""
+    from lmgcot.eval.methods import METHODS
+    from lmgcot.eval.selection import selection_rewards
+
+    out = []
+    allowed = selection_rewards()
+    chosen = _get(cfg, "evaluation.select_reward")
+    if chosen not in allowed:
+        out.append(
+            f"evaluation.select_reward={chosen!r}: allowed values are {list(allowed)} (reward "
+            "options without the task reward; choosing by the gold answer is oracle_best_of_k)"
+        )
+    run_dir = _run_dir(cfg)
+    needing: dict[str, list[str]] = {}
+    for name in cfg.evaluation.methods if "evaluate" in stages else ():
+        stage = getattr(METHODS.get(name), "student", None)
+        if stage and stage not in stages:
+            needing.setdefault(stage, []).append(name)
+    for stage, names in needing.items():
+        if run_dir is not None and not RunDir(run_dir).stage(stage).done:
+            what = "a distilled student" if stage == "distill" else "an RL-refined student"
+            out.append(
+                f"evaluation.methods: {', '.join(names)} need {what} and the {stage} stage does "
+                f"not run: add {stage} to stages or point hydra.run.dir at a run that has one"
+            )
+    objective = str(_get(cfg, "objective") or "")
+    oracles = [n for n, m in METHODS.items() if m.oracle and n in objective.split(".")]
+    if oracles:
+        out.append(
+            f"objective={objective}: {oracles[0]} chooses with the gold test answers: a bound "
+            "for analysis, never an objective"
+        )
+    return out
+
+
+def _run_dir(cfg: DictConfig) -> Path | None:
+    """The run directory, where it resolves (outside a Hydra run `${hydra:...}` does not)."""
+    try:
+        value = _get(cfg, "paths.run_dir")
+    except Exception:  # an interpolation that needs Hydra's runtime
+        return None
+    return Path(value) if value else None
 
 
 def _rl(cfg: DictConfig) -> list[str]:

@@ -13,6 +13,12 @@ finetune_cot     Fine-tune-CoT: the student answers alone, no large LM: it write
 finetune_cot_sc  majority vote over k sampled student outputs
 vanilla_ft       the student fine-tuned on answers only (distill.objective=answer) answers alone:
                  the no-rationale baseline
+lm_guided_kd_best best-of-k: of the k samples `_sc` votes over, only the one the rationale reward
+                 `evaluation.select_reward` scores highest goes to the large LM
+lm_guided_kd_wsc quality-weighted self-consistency: each answer's vote weighs its rationale's score
+lm_guided_rl_best, lm_guided_rl_wsc  the same with the RL-refined student
+oracle_best_of_k of the distilled student's k samples, the one whose answer matches the gold answer:
+                 a bound for analysis (it reads the gold answer), shown apart, never an objective
 
 Answers are read and scored by the example's answer type (`lmgcot.answers.typed`). Each method
 is a `Method` record in `METHODS`: adding one is one entry and, where it needs one, its function.
@@ -34,6 +40,8 @@ from lmgcot.eval.predict import (
     large_lm_rationales,
     student_answers,
 )
+from lmgcot.eval.samples import SampleStore
+from lmgcot.eval.selection import RateFn, predict_best, predict_oracle, predict_weighted
 from lmgcot.llm.base import LargeLM
 from lmgcot.prompts import PromptTemplates
 from lmgcot.student.objectives import OBJECTIVES, Objective
@@ -56,6 +64,10 @@ class MethodContext:
     objective: Objective
     seed: int
     batch_size: int
+    # Sampled outputs shared by the methods that sample the same student the same way.
+    samples: SampleStore | None = None
+    # The selection reward (`evaluation.select_reward`) of sampled rationales, for best-of-k.
+    rate: RateFn | None = None
 
 
 PredictFn = Callable[[MethodContext, list[Example], "Student | None"], list[Prediction]]
@@ -81,6 +93,10 @@ class Method:
     # Methods sharing a recipe predict the same way: given the same student and settings, one's
     # predictions are the other's (lm_guided_rl when refine kept the distilled student).
     recipe: str = ""
+    # Keys outside `evaluation` that change its predictions (the scorer of a selection reward).
+    reads: tuple[str, ...] = ()
+    # A bound that reads the gold answer: shown apart and never a sweeper's objective.
+    oracle: bool = False
 
     @property
     def recipe_key(self) -> str:
@@ -131,27 +147,40 @@ def _student_outputs(
 
     sampling = _sampling(ctx.settings)
     k = sampling.get("num_samples", 1)
-    batch = ctx.settings.get("student_batch_size", ctx.batch_size)
-    with tqdm(total=len(inputs), desc=f"student {name}", unit="question", mininterval=2.0) as bar:
-        return student_outputs(
-            student,
-            inputs,
-            batch_size=max(1, int(batch) // k),
-            seed=ctx.seed,
-            progress=bar.update,
-            **sampling,
-            **generation,
-        )
+    batch = max(1, int(ctx.settings.get("student_batch_size", ctx.batch_size)) // k)
+
+    def generate() -> list[list[str]]:
+        with tqdm(total=len(inputs), desc=f"student {name}", unit="question", mininterval=2.0) as b:
+            return student_outputs(
+                student,
+                inputs,
+                batch_size=batch,
+                seed=ctx.seed,
+                progress=b.update,
+                **sampling,
+                **generation,
+            )
+
+    if not sampling or ctx.samples is None:
+        return generate()
+    # Everything the samples depend on besides the student and the inputs.
+    how = {**sampling, **generation, "batch_size": batch, "seed": ctx.seed}
+    return ctx.samples.get(inputs, how, generate)
+
+
+def _rationales(ctx: MethodContext, name: str, student, examples: list[Example], **generation):
+    """The student's rationales per example (one greedy, or k samples)."""
+    task = ctx.objective.explain_task
+    inputs = [ctx.prompts.student_input(x, task) for x in examples]
+    outputs = _student_outputs(ctx, name, student, inputs, **generation)
+    return [[ctx.objective.rationale_of(o) for o in outs] for outs in outputs]
 
 
 def _guided(name: str, **generation) -> PredictFn:
     """The student writes rationales (greedy, or k samples voted); the large LM answers."""
 
     def predict(ctx: MethodContext, examples: list[Example], student) -> list[Prediction]:
-        task = ctx.objective.explain_task
-        inputs = [ctx.prompts.student_input(x, task) for x in examples]
-        outputs = _student_outputs(ctx, name, student, inputs, **generation)
-        rationales = [[ctx.objective.rationale_of(o) for o in outs] for outs in outputs]
+        rationales = _rationales(ctx, name, student, examples, **generation)
         return answer_with_rationales(
             examples,
             rationales,
@@ -159,6 +188,26 @@ def _guided(name: str, **generation) -> PredictFn:
             ctx.prompts,
             int(ctx.settings["answer_max_new_tokens"]),
         )
+
+    return predict
+
+
+def _choosing(name: str, how: str) -> PredictFn:
+    """The student's k samples (the ones `_sc` votes over); one is chosen by quality (`best`), or
+    the answers are voted with quality weights (`weighted`), or the gold answer chooses
+    (`oracle`)."""
+
+    def predict(ctx: MethodContext, examples: list[Example], student) -> list[Prediction]:
+        rationales = _rationales(ctx, name, student, examples)
+        llm, prompts = ctx.large_lm, ctx.prompts
+        max_new = int(ctx.settings["answer_max_new_tokens"])
+        if how == "oracle":
+            return predict_oracle(examples, rationales, llm, prompts, max_new)
+        if ctx.rate is None:
+            raise ValueError(f"{name} needs MethodContext.rate (the selection reward's scorer)")
+        quality = ctx.rate(examples, rationales)
+        choose = predict_best if how == "best" else predict_weighted
+        return choose(examples, rationales, quality, llm, prompts, max_new)
 
     return predict
 
@@ -181,6 +230,9 @@ _ANSWERS_WITH_RATIONALE = tuple(
 )
 # Sampled methods' predictions depend on how questions are batched (one seeded stream per batch).
 _SC = ("answer_max_new_tokens", "self_consistency", "student_batch_size")
+# Choosing by quality: the selection reward, and how the run's scorer scores it.
+_SELECT = (*_SC, "select_reward")
+_SCORER = ("reward.scorer", "reward.gate", "reward.judge_max_new_tokens")
 
 
 def _lm_guided(name: str, student: str, settings=("answer_max_new_tokens",), **kw) -> Method:
@@ -192,6 +244,19 @@ def _lm_guided(name: str, student: str, settings=("answer_max_new_tokens",), **k
         student_does="writes rationales for the large LM",
         settings=settings,
         **kw,
+    )
+
+
+def _selecting(name: str, student: str, how: str) -> Method:
+    return Method(
+        name,
+        _choosing(name, how),
+        student=student,
+        objectives=_WRITES,
+        student_does="writes rationales for the large LM",
+        settings=_SELECT,
+        recipe=f"lm_guided_{how}",
+        reads=_SCORER,
     )
 
 
@@ -231,9 +296,25 @@ METHODS: dict[str, Method] = {
         _student_alone(
             "vanilla_ft", ("answer",), "was fine-tuned on answers alone", ("answer_max_new_tokens",)
         ),
+        _selecting("lm_guided_kd_best", "distill", "best"),
+        _selecting("lm_guided_kd_wsc", "distill", "weighted"),
+        _selecting("lm_guided_rl_best", "refine", "best"),
+        _selecting("lm_guided_rl_wsc", "refine", "weighted"),
+        # Last: tables list it apart from the methods.
+        Method(
+            "oracle_best_of_k",
+            _choosing("oracle_best_of_k", "oracle"),
+            student="distill",
+            objectives=_WRITES,
+            student_does="writes rationales for the large LM",
+            settings=_SC,
+            oracle=True,
+        ),
     )
 }
 # The LM-Guided CoT paper's methods (evaluation.methods by default).
 PAPER_METHODS = tuple(name for name, m in METHODS.items() if m.paper)
 # Methods that guide the large LM with the refine stage's (RL) student.
 RL_METHODS = tuple(name for name, m in METHODS.items() if m.student == "refine")
+# Bounds that read the gold answer: apart in tables, never an objective.
+ORACLES = tuple(name for name, m in METHODS.items() if m.oracle)

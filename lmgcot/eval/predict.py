@@ -16,7 +16,9 @@ from lmgcot.student.objectives import Objective
 
 @dataclass
 class Prediction:
-    """One question's outcome. `rationales` and `answers` hold every sample for self-consistency."""
+    """One question's outcome. `rationales` and `answers` hold every sample for self-consistency.
+    Methods that choose among samples (`lmgcot.eval.selection`) add each rationale's selection
+    score and reward components, the chosen sample, and each answer's own EM."""
 
     id: str
     question: str
@@ -27,9 +29,15 @@ class Prediction:
     rationales: list[str] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)
     vote_share: float | None = None
+    scores: list[float | None] | None = None
+    components: dict[str, list[float | None]] | None = None
+    chosen: int | None = None
+    answer_em: list[float] | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # The selection fields only where a method set them: other methods' files stay as they were.
+        extra = ("scores", "components", "chosen", "answer_em")
+        return {k: v for k, v in asdict(self).items() if k not in extra or v is not None}
 
 
 def answer_standard(

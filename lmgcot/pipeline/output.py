@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lmgcot.eval.methods import RL_METHODS
+from lmgcot.eval.methods import ORACLES, RL_METHODS
 
 
 def flat_metrics(results: dict) -> dict[str, float]:
@@ -38,7 +38,11 @@ def format_results_table(results: dict) -> str:
     # When refine kept the distilled student, the lm_guided_rl rows are the KD student's: say so.
     kept = refine.get("selected") == "distilled"
     rows = [("method", "EM", "F1", "n")]
-    for name, m in results["methods"].items():
+    # Oracles read the gold answer: listed apart, under their own rule, after the methods.
+    names = [n for n in results["methods"] if n not in ORACLES]
+    bounds = [n for n in results["methods"] if n in ORACLES]
+    for name in names + bounds:
+        m = results["methods"][name]
         mark = "*" if kept and name in RL_METHODS else ""
         rows.append((name + mark, f"{m['em']:.3f}", f"{m['f1']:.3f}", str(m["n"])))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -47,6 +51,8 @@ def format_results_table(results: dict) -> str:
         for r in rows
     ]
     lines.insert(1, "-" * len(lines[0]))
+    if bounds:
+        lines.insert(len(names) + 2, "-" * len(lines[0]) + " bound: chooses with the gold answer")
     if kept and set(RL_METHODS) & set(results["methods"]):
         reason = (refine.get("selection") or {}).get("reason", "no val evaluation beat it")
         lines.append(f"* the distilled student: refine exported it unchanged ({reason})")

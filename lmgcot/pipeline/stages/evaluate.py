@@ -12,8 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 from lmgcot.artifacts import EvalDir
 from lmgcot.eval import methods as M
 from lmgcot.eval.predict import Prediction, summarize
+from lmgcot.eval.samples import SampleStore
 from lmgcot.pipeline.builders import load_student
 from lmgcot.pipeline.fingerprints import fingerprint, hash_parts
+from lmgcot.pipeline.scoring import SelectionRater
 from lmgcot.pipeline.stage import Stage
 from lmgcot.pipeline.stages.distill import DISTILL
 from lmgcot.pipeline.stages.quality import rationale_quality
@@ -32,7 +34,11 @@ def method_fingerprint(cfg: DictConfig, run, method: str) -> str:
     """The fingerprint of a method's predictions under `cfg`, with the students now in `run`."""
     m = M.METHODS[method]
     student_fp = (run.stage(m.student).fingerprint or "") if m.student else ""
-    return hash_parts(fingerprint(cfg, BASE_READS), method, student_fp, _settings_json(cfg, m))
+    # Only methods that read keys outside `evaluation` hash them: the others' fingerprints stay.
+    reads = [str(OmegaConf.select(cfg, k)) for k in m.reads]
+    return hash_parts(
+        fingerprint(cfg, BASE_READS), method, student_fp, _settings_json(cfg, m), *reads
+    )
 
 
 def _settings_json(cfg: DictConfig, m: M.Method) -> str:
@@ -58,7 +64,8 @@ def _student_identity(ctx, stage: str) -> str:
 def _recipe_key(ctx, cfg: DictConfig, method: M.Method) -> str:
     """Two methods with the same key predict the same thing: reuse, not regenerate."""
     student = _student_identity(ctx, method.student) if method.student else ""
-    return hash_parts(method.recipe_key, student, _settings_json(cfg, method))
+    reads = [str(OmegaConf.select(cfg, k)) for k in method.reads]
+    return hash_parts(method.recipe_key, student, _settings_json(cfg, method), *reads)
 
 
 def _warn_stale_students(ctx, cfg: DictConfig, wanted: list[str]) -> None:
@@ -73,7 +80,9 @@ def _warn_stale_students(ctx, cfg: DictConfig, wanted: list[str]) -> None:
             )
 
 
-def _predict(ctx, cfg: DictConfig, method: M.Method, student: Student | None) -> list:
+def _predict(
+    ctx, cfg: DictConfig, method: M.Method, student: Student | None, shared: _Shared
+) -> list:
     e = cfg.evaluation
     mctx = M.MethodContext(
         large_lm=ctx.large_lm,
@@ -85,8 +94,32 @@ def _predict(ctx, cfg: DictConfig, method: M.Method, student: Student | None) ->
         objective=OBJECTIVES[cfg.distill.objective],
         seed=cfg.seed,
         batch_size=e.student_batch_size,
+        samples=shared.samples(method.student) if method.student else None,
+        rate=shared.rate() if "select_reward" in method.settings else None,
     )
     return method.predict(mctx, ctx.splits.test, student)
+
+
+class _Shared:
+    """What the methods of one evaluation share per student: its sampled outputs (one
+    `SampleStore`, kept in eval/samples/) and the selection reward's scores of them."""
+
+    def __init__(self, ctx, cfg: DictConfig, out: EvalDir, students: dict[str, Student]):
+        self.ctx, self.cfg, self.out, self.students = ctx, cfg, out, students
+        self.stores: dict[str, SampleStore] = {}
+        self.rater: SelectionRater | None = None
+
+    def samples(self, stage: str) -> SampleStore:
+        if stage not in self.stores:
+            self.stores[stage] = SampleStore(
+                self.out.samples_dir, _student_identity(self.ctx, stage)
+            )
+        return self.stores[stage]
+
+    def rate(self) -> SelectionRater:
+        if self.rater is None:
+            self.rater = SelectionRater(self.ctx, self.cfg, self.students)
+        return self.rater
 
 
 def _body(ctx, cfg: DictConfig, out: EvalDir) -> dict:
@@ -94,6 +127,7 @@ def _body(ctx, cfg: DictConfig, out: EvalDir) -> dict:
     wanted = list(e.methods)
     _warn_stale_students(ctx, cfg, wanted)
     students: dict[str, Student] = {}
+    shared = _Shared(ctx, cfg, out, students)
     samples, preds_by_method = [], {}
     made: dict[str, str] = {}  # recipe key -> the method whose predictions it names
     for name in wanted:
@@ -116,7 +150,7 @@ def _body(ctx, cfg: DictConfig, out: EvalDir) -> dict:
                 stage = method.student
                 if stage and stage not in students:
                     students[stage] = load_student(ctx.cfg, ctx.run.stage(stage))
-                preds = _predict(ctx, cfg, method, students.get(stage or ""))
+                preds = _predict(ctx, cfg, method, students.get(stage or ""), shared)
             write_jsonl(path, (p.to_dict() for p in preds))
             out.set_method_fingerprint(name, fp)
         made.setdefault(key, name)
