@@ -139,10 +139,10 @@ def _job_results(sweep_dir: Path) -> list[dict]:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_the_optuna_sweep_maximises_the_validation_reward(tmp_path):
+def test_the_optuna_sweep_maximises_the_validation_task_score(tmp_path):
     cfg = _compose(["+sweep=optuna"], hydra_config=True)
     assert "optuna" in cfg.hydra.sweeper._target_.lower()
-    assert cfg.objective == "refine.val_reward_best" and cfg.hydra.sweeper.direction == "maximize"
+    assert cfg.objective == "refine.val_task" and cfg.hydra.sweeper.direction == "maximize"
     proc = lmgcot(tmp_path, "-m", "+sweep=optuna", "hydra.sweeper.n_trials=2", *QUICK)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [sweep_dir] = (tmp_path / "outputs" / "multirun" / "optuna").glob("*/*")
@@ -150,7 +150,7 @@ def test_the_optuna_sweep_maximises_the_validation_reward(tmp_path):
     assert len(trials) == 2
     assert trials[0]["refine"]["kl_coef"] != trials[1]["refine"]["kl_coef"]  # two different draws
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    assert best["best_value"] == max(lookup(t, "refine.val_reward_best") for t in trials)
+    assert best["best_value"] == max(lookup(t, "refine.val_task") for t in trials)
     assert set(best["best_params"]) >= {"rl.optimizer.lr", "rl.kl.coef", "reward.weights.fluency"}
 
 

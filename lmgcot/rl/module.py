@@ -128,10 +128,12 @@ class RationaleRefiner(
         self.sample_logger = sample_logger
         self.rollouts_done = 0
         # One entry per val evaluation: {"rollouts", "reward", "scores" (per question, in val
-        # order)}, so that the export can compare policies question by question (rl.selection).
+        # order), "components" (each component's mean)}, so that the export can compare policies
+        # question by question (rl.selection) and report what the weights do not define.
         self.val_history: list[dict[str, Any]] = []
         self._val_scores: list[float] = []
         self._val_guard: list[float] = []
+        self._val_components: dict[str, list[float]] = {}
 
     @classmethod
     def from_config(
@@ -200,12 +202,16 @@ class RationaleRefiner(
             if self.guard not in rewards:
                 raise KeyError(f"the reward function gave no {self.guard!r} scores for val")
             self._val_guard.extend(float(x or 0.0) for x in rewards[self.guard])
+        for name, values in rewards.items():
+            if name != "total":
+                present = (float(x) for x in values if x is not None)
+                self._val_components.setdefault(name, []).extend(present)
         log = reward_means(rewards, "val/{}")
         log["val/reward"] = log.pop("val/total")
         self.log_dict(log, on_step=False, on_epoch=True, batch_size=len(inputs))
 
     def on_validation_epoch_start(self) -> None:
-        self._val_scores, self._val_guard = [], []
+        self._val_scores, self._val_guard, self._val_components = [], [], {}
 
     def on_validation_epoch_end(self) -> None:
         if self._val_scores and not self.trainer.sanity_checking:
@@ -214,6 +220,11 @@ class RationaleRefiner(
                 "rollouts": self.rollouts_done,
                 "reward": sum(scores) / len(scores),
                 "scores": scores,
+                "components": {
+                    name: sum(values) / len(values)
+                    for name, values in self._val_components.items()
+                    if values
+                },
             }
             if self.guard is not None:
                 entry.update(self._guard_entry(self._val_guard))
@@ -222,7 +233,7 @@ class RationaleRefiner(
             # evaluation (rewards lie in [0, 1]) when the guard component fell too far.
             eligible = entry.get("guard_ok", True)
             self.log("val/selection", entry["reward"] - (0.0 if eligible else 2.0))
-        self._val_scores, self._val_guard = [], []
+        self._val_scores, self._val_guard, self._val_components = [], [], {}
 
     def _guard_entry(self, values: list[float]) -> dict[str, Any]:
         """The guard component's per-question scores and mean, and whether this evaluation is

@@ -36,20 +36,23 @@ def _pools(ctx, r: DictConfig) -> dict[str, list]:
     }
 
 
-GUARD = "task"  # the component rl.keep_best_max_task_drop guards
+# The component rl.keep_best_max_task_drop guards, and the one every val evaluation scores: the
+# large LM's answers with the student's greedy rationales. The weights do not define it, so it is
+# the yardstick a search over the weights is judged by (`refine.val_task`, sweeps/README.md).
+GUARD = "task"
 
 
-def _reward_fn(scorer, pools: dict, out: StageDir, guard: str | None = None):
-    """The refiner's reward function; on val batches it also scores `guard` when the mix
+def _reward_fn(scorer, pools: dict, out: StageDir, val_also: str | None = None):
+    """The refiner's reward function; on val batches it also scores `val_also` when the mix
     does not (the large LM's answers to the val questions: cached, and cheap next to training)."""
 
     def reward_fn(batch: dict, rationales: list[str], token_logprobs: list[list[float]]) -> dict:
         examples = [pools[batch["split"]][i] for i in batch["index"]]
         logprobs = token_logprobs if scorer.needs_token_logprobs else None
         totals, comps, failures = scorer(examples, rationales, logprobs)
-        if guard is not None and batch["split"] == "val" and guard not in comps:
-            extra, _ = scorer.components(examples, rationales, names=[guard])
-            comps = {**comps, guard: extra[guard]}
+        if val_also is not None and batch["split"] == "val" and val_also not in comps:
+            extra, _ = scorer.components(examples, rationales, names=[val_also])
+            comps = {**comps, val_also: extra[val_also]}
         if failures:
             log.warning(
                 "refine: %d judge replies could not be parsed (scored 0; see %s), e.g. %s: %s",
@@ -143,7 +146,7 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
     module = build_refiner(
         r,
         student,
-        _reward_fn(scorer, pools, out, guard),
+        _reward_fn(scorer, pools, out, GUARD if has_val else None),
         weighted_components=scorer.mix.active,
         sample_logger=_sample_logger(ctx.loggers, out),
         guard=guard,
@@ -183,6 +186,11 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
     model = module.ref_model if selected == "distilled" else module.model
     out.export_student(model, student.tokenizer)
     log.info("refine: val reward %s -> best %s (%s exported)", _fmt(before), _fmt(best), selected)
+    if has_val and selected == "rl" and selection is None and not _evaluated(module):
+        # Without keep_best the last weights are exported, which the last evaluation may predate.
+        trainer.validate(module, dataloaders=val_loader, verbose=False)
+    task_before, task = _val_task(module.val_history, selected, selection, module.rollouts_done)
+    log.info("refine: val task %s -> %s (the exported student's)", _fmt(task_before), _fmt(task))
     return {
         "rollouts": int(module.rollouts_done),
         "optimizer_steps": int(trainer.global_step),
@@ -190,6 +198,10 @@ def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
         "val_questions": len(pools["val"]) if has_val else 0,
         "val_reward_before": before,
         "val_reward_best": best,
+        # The exported student's val task score (GUARD under reward.task_metric): what the
+        # sweeps optimise, since the weights do not define it.
+        "val_task_before": task_before,
+        "val_task": task,
         "selected": selected,
         "selection": selection,
         "reward": dict(scorer.mix.normalized),
@@ -209,6 +221,33 @@ def _reward_before(trainer, module, val_loader, out: StageDir) -> float | None:
         meta = {**meta, "val_reward_before": round(float(scores["val/reward"]), 6)}
         out.write_meta(meta)
     return meta.get("val_reward_before")
+
+
+def _evaluated(module) -> bool:
+    """Whether the val history holds an evaluation of the module's current (final) weights."""
+    return any(h["rollouts"] == module.rollouts_done for h in module.val_history)
+
+
+def _val_task(
+    history: list[dict], selected: str, selection: dict | None, rollouts_done: int
+) -> tuple[float | None, float | None]:
+    """(the distilled student's, the exported student's) val task score from the val history:
+    the exported one is the distilled student, the evaluation keep_best chose, or the final
+    weights. None where no evaluation scored it (no val split, or a checkpoint from before val
+    evaluations recorded their components)."""
+
+    def task_at(rollouts: int) -> float | None:
+        entries = [h for h in history if h["rollouts"] == rollouts]
+        value = entries[-1].get("components", {}).get(GUARD) if entries else None
+        return None if value is None else round(float(value), 6)
+
+    if selected == "distilled":
+        exported = 0
+    elif selection is not None:
+        exported = selection["rollouts"]
+    else:
+        exported = rollouts_done
+    return task_at(0), task_at(exported)
 
 
 def _fmt(x: float | None) -> str:

@@ -1,0 +1,98 @@
+"""A sweep's `objective` against what the sweep varies, checked before any trial runs.
+
+An objective is a yardstick only while the sweep leaves what defines it alone. The reward mix's
+own value (`refine.val_reward_best`) is a mean of the aspect scores under the weights being
+searched: a search over `reward.weights.*` raises it by moving weight onto aspects that already
+score high, without changing the student, and trials with different weights are scored on
+different scales. The default yardstick, `refine.val_task` (the exported student's val task
+score), is one the weights do not define.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from lmgcot.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Yardstick:
+    """Numbers of results.json that some config keys define."""
+
+    objectives: tuple[str, ...]  # dotted paths into results.json; each covers what lies under it
+    defined_by: tuple[str, ...]  # config keys; each covers the keys under it
+    what: str  # what the numbers are, for the refusal
+    instead: str  # what to do instead
+
+
+YARDSTICKS = (
+    Yardstick(
+        objectives=(
+            "refine.val_reward_best",
+            "refine.val_reward_before",
+            "refine.selection.best_reward",
+            "refine.reward",
+        ),
+        defined_by=("reward",),
+        what="the reward mix's own value",
+        instead="optimise refine.val_task (the refined student's val task score) instead",
+    ),
+    Yardstick(
+        objectives=("refine.val_task", "refine.val_task_before"),
+        defined_by=("reward.task_metric",),
+        what="the task score under reward.task_metric",
+        instead="keep reward.task_metric fixed",
+    ),
+)
+
+
+def check_sweep_objective(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line) when `cfg.objective` is a number the multirun's varied keys
+    define: the search would move its own yardstick."""
+    objective = cfg.get("objective")
+    if not objective:
+        return
+    varied = varied_keys(cfg)
+    for stick in YARDSTICKS:
+        if not any(_covers(o, str(objective)) for o in stick.objectives):
+            continue
+        moving = [k for k in varied if any(_covers(d, k) for d in stick.defined_by)]
+        if moving:
+            raise ConfigError(
+                f"objective={objective} is {stick.what}, which the swept {moving[0]} defines: "
+                f"the search would move its own yardstick; {stick.instead}"
+            )
+
+
+def varied_keys(cfg: DictConfig) -> list[str]:
+    """Config keys the multirun varies: the sweeper's `params` and the command line's sweep
+    overrides (`key=a,b`, `key=interval(0,1)`), which Hydra's sweepers both search."""
+    overrides = []
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None)
+    if params:
+        overrides += [f"{key}={value}" for key, value in params.items()]
+    overrides += list(OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [o.key_or_group for o in parsed if o.is_sweep_override()]
+
+
+def _covers(prefix: str, key: str) -> bool:
+    return key == prefix or key.startswith(prefix + ".")
+
+
+class SweepObjectiveCheck(Callback):
+    """Hydra callback (conf/config.yaml): refuses such a sweep at multirun start, before the
+    sweeper launches a job. Hydra turns a callback's exceptions into warnings, so it exits here."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_sweep_objective(config)
+        except ConfigError as err:
+            from lmgcot.cli import fail
+
+            fail(err)
