@@ -31,6 +31,7 @@ from lmgcot.pipeline import run
 from lmgcot.pipeline.output import format_results_table
 from lmgcot.pipeline.stages.evaluate import method_fingerprint
 from lmgcot.prompts import PromptTemplates
+from lmgcot.report.compare import main as compare_main
 from lmgcot.report.runs import load_runs
 from lmgcot.report.selection import curve_values, selection_report, write_selection
 from lmgcot.student.objectives import OBJECTIVES
@@ -332,6 +333,11 @@ def test_choosing_methods_share_the_samples_and_the_calls_of_sc(compose_cfg, gen
     table = (tmp_path / "selection.md").read_text()
     assert table.index("bound: chooses with the gold answer") < table.index("| oracle_best_of_k |")
     assert all((tmp_path / name).stat().st_size > 0 for name in written)
+    # lmgcot-compare writes the same analysis beside its comparison.
+    assert (
+        compare_main([str(tmp_path / "run"), "--n-boot", "200", "--out", str(tmp_path / "c")]) == 0
+    )
+    assert (tmp_path / "c" / "selection.md").read_text() == table
 
 
 @pytest.mark.unit

@@ -3,7 +3,8 @@
 Reads every run under a directory (each with `results.json`, its `.hydra/overrides.yaml`,
 `eval/<method>.jsonl` predictions and `eval/quality/<source>.jsonl` per-question aspect scores),
 groups runs into configurations by their overrides minus the seed, and writes `comparison.md`,
-`comparison.csv`, `comparison.png` and `tradeoff.png` into the directory.
+`comparison.csv`, `comparison.png` and `tradeoff.png` into the directory; when the runs evaluated
+methods that choose among samples, also `selection.md` and its figures (`lmgcot.report.selection`).
 
 Every interval is a 95% percentile interval of a two-stage (hierarchical) bootstrap: a resample
 draws the seeds with replacement, then each drawn seed's test questions with replacement, so the
@@ -35,6 +36,7 @@ from lmgcot.report.common import ASPECT_SOURCE, QUALITY_SOURCES, in_order
 from lmgcot.report.estimates import Measure, estimate, metric_measure, quality_measure
 from lmgcot.report.plots import plot_comparison
 from lmgcot.report.runs import CompareError, Run, load_runs, run_aspects
+from lmgcot.report.selection import has_selection, write_selection
 from lmgcot.report.tables import to_csv, to_markdown
 from lmgcot.report.tradeoff_plot import plot_tradeoff
 from lmgcot.report.wandb_log import log_to_wandb, sweep_name
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     written = ["comparison.md", "comparison.csv", "comparison.png"]
     if plot_tradeoff(report, out / "tradeoff.png"):
         written.append("tradeoff.png")
+    if has_selection(runs):  # methods that choose among samples: quality against EM
+        written += write_selection(runs, out, args.n_boot, args.seed)
     print(markdown)
     print(f"wrote {', '.join(str(out / name) for name in written)}")
     if args.wandb:
