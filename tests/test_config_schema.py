@@ -122,6 +122,20 @@ BAD = {
     "+typo=1": "typo: unknown key; the top level has",
     "+rl.kl.bogus=1": "rl.kl.bogus: unknown key; rl.kl has",
     "+trainer.bogus=1": "trainer.bogus: not an argument of pytorch_lightning.Trainer",
+    # Objects built from `_target_`: arguments judged by the callable itself, on a throwaway
+    # parameter (lmgcot/config/targets.py), not after minutes of teacher and distillation.
+    "distill.optimizer.lr=-1": "distill.optimizer.lr=-1: torch.optim.AdamW refuses it: "
+    "Invalid learning rate",
+    "rl.optimizer.lr=-1": "rl.optimizer.lr=-1: torch.optim.AdamW refuses it",
+    "distill.optimizer.weight_decay=-1": "distill.optimizer.weight_decay=-1: torch.optim.AdamW "
+    "refuses it: Invalid weight_decay",
+    "distill.scheduler.num_warmup_steps=abc": "distill.scheduler.num_warmup_steps=abc: "
+    "transformers.get_linear_schedule_with_warmup refuses it",
+    "+distill.scheduler.num_cycles=2": "distill.scheduler.num_cycles: not an argument of "
+    "transformers.get_linear_schedule_with_warmup",
+    "distill.scheduler._target_=nope.sched": "distill.scheduler._target_=nope.sched: cannot be "
+    "imported (Error loading 'nope.sched'; ModuleNotFoundError",
+    "+logger.csv.nmae=x": "logger.csv.nmae: not an argument of pytorch_lightning.loggers.CSVLogger",
 }
 
 
@@ -140,6 +154,23 @@ def test_every_bad_value_is_reported_at_once(composed):
         "rl.algorithm",
         "typo",
     }
+
+
+@pytest.mark.unit
+def test_built_objects_are_judged_by_their_callable_before_any_work(composed):
+    # One line per refused argument; where no single argument is to blame, the node.
+    lines = _problems(composed("rl.optimizer.lr=-1", "rl.optimizer.weight_decay=-1"))
+    assert [line.split(":")[0] for line in lines] == [
+        "rl.optimizer.lr=-1",
+        "rl.optimizer.weight_decay=-1",
+    ]
+    [line] = _problems(composed("~distill.scheduler.num_warmup_steps"))
+    assert line.startswith(
+        "distill.scheduler: transformers.get_linear_schedule_with_warmup cannot be built from "
+        "these arguments (called as transformers.get_linear_schedule_with_warmup(optimizer, "
+        "num_training_steps="
+    )
+    assert line.endswith("missing 1 required positional argument: 'num_warmup_steps'")
 
 
 @pytest.mark.unit

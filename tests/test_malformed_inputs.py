@@ -158,6 +158,15 @@ OVERRIDES: dict[str, tuple[list[str], list[str]]] = {
     "no samples": (["teacher.num_samples=0"], ["teacher.num_samples"]),
     "temperature a word": (["teacher.temperature=hot"], ["temperature", "hot"]),
     "output dir unwritable": ([f"paths.output_dir={UNWRITABLE}"], [UNWRITABLE]),
+    # Objects built from `_target_`, judged on a throwaway parameter before the teacher runs.
+    "distill lr negative": (["distill.optimizer.lr=-1"], ["distill.optimizer.lr=-1", "learning"]),
+    "rl lr negative": (["rl.optimizer.lr=-1"], ["rl.optimizer.lr=-1", "learning rate"]),
+    "weight decay negative": (["distill.optimizer.weight_decay=-1"], ["weight_decay=-1"]),
+    "scheduler bad argument": (
+        ["distill.scheduler.num_warmup_steps=abc"],
+        ["distill.scheduler.num_warmup_steps=abc", "get_linear_schedule_with_warmup"],
+    ),
+    "scheduler unknown argument": (["+distill.scheduler.cycles=2"], ["distill.scheduler.cycles"]),
 }
 
 # The environment: name -> (variables, arguments, needles).

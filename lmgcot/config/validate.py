@@ -15,6 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmgcot.artifacts import STAGE_ORDER, RunDir
 from lmgcot.config.rules import ADAPTIVE_KL, RANGES
+from lmgcot.config.targets import target_problems
 from lmgcot.errors import ConfigError
 
 
@@ -33,6 +34,7 @@ def check(cfg: DictConfig) -> list[str]:
     problems += _spend_cap(cfg)
     problems += _reward(cfg)
     problems += _trainer_arguments(cfg)
+    problems += target_problems(cfg)
     if problems:
         raise ConfigError("\n".join(problems))
     return stages
