@@ -4,7 +4,7 @@
     python benchmarks/findings.py OUT
 
 `OUT` is `benchmarks/reward_effects.py`'s output: `OUT/seed<N>/<reward>/` run directories. The
-`task` run of each seed is the default configuration; its missing baselines (standard, CoT,
+`all` run of each seed is the default configuration (`reward=all`); its missing baselines (standard, CoT,
 self-consistency) are evaluated into it first (`lmgcot stages=[evaluate]`, reusing its students and
 cached calls). Then, with every question of every seed one pair, and 95% bootstrap intervals:
 
@@ -39,6 +39,8 @@ from lmgcot.rewards.aspects import ASPECTS
 ROOT = Path(__file__).resolve().parents[1]
 # The paper's methods, as the default evaluation runs them.
 BASELINES = list(PAPER_METHODS)
+# The reward option of the default configuration (conf/config.yaml): its runs hold the baselines.
+DEFAULT_REWARD = "all"
 
 
 def main(argv: list[str]) -> int:
@@ -53,7 +55,7 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"{args.out}: no seed<N> run directories")
     rng = np.random.default_rng(0)
     for seed_dir in seeds:
-        complete_baselines(seed_dir / "task", int(seed_dir.name[4:]), args.threads)
+        complete_baselines(seed_dir / DEFAULT_REWARD, int(seed_dir.name[4:]), args.threads)
     out = {
         "one": finding_one(seeds, rng, args.boot),
         "two": finding_two(seeds, rng, args.boot),
@@ -71,7 +73,7 @@ def complete_baselines(run_dir: Path, seed: int, threads: int) -> None:
         return
     cmd = [
         str(Path(sys.executable).with_name("lmgcot")),
-        "reward=task",
+        f"reward={DEFAULT_REWARD}",
         f"seed={seed}",
         "stages=[evaluate]",
         f"evaluation.methods=[{','.join(BASELINES)}]",
@@ -90,7 +92,7 @@ def finding_one(seeds: list[Path], rng, n_boot: int) -> dict:
     for seed_dir in seeds:
         row = {}
         for method in em:
-            rows = read_rows(seed_dir / "task" / "eval" / f"{method}.jsonl")
+            rows = read_rows(seed_dir / DEFAULT_REWARD / "eval" / f"{method}.jsonl")
             em[method] |= {(seed_dir.name, i): r["em"] for i, r in rows.items()}
             row[method] = float(np.mean([r["em"] for r in rows.values()]))
         per_seed.append(row)
@@ -153,8 +155,8 @@ def finding_three(seeds: list[Path]) -> dict:
     print("## 3. Do the highest-quality rationales give the best answers?\n")
     quality, correct = [], []
     for seed_dir in seeds:
-        q = read_rows(seed_dir / "task" / "eval" / "quality" / "lm_guided_kd.jsonl")
-        e = read_rows(seed_dir / "task" / "eval" / "lm_guided_kd.jsonl")
+        q = read_rows(seed_dir / DEFAULT_REWARD / "eval" / "quality" / "lm_guided_kd.jsonl")
+        e = read_rows(seed_dir / DEFAULT_REWARD / "eval" / "lm_guided_kd.jsonl")
         for i in q:
             if i in e:
                 quality.append(_quality(q[i]))
