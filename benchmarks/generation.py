@@ -1,5 +1,5 @@
-"""Student generation: `lmgcot.student.fast_t5.generate` against the model's own `generate`, run
-by hand, interleaved repeats, one JSON line per measurement and a summary.
+"""Student generation: `lmgcot.student.fast_t5_generation.generate` against the model's own
+`generate`, run by hand, interleaved repeats, one JSON line per measurement and a summary.
 
     python benchmarks/generation.py --student RUN/distill/student [--questions 256] [--repeats 3]
 

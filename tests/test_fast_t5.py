@@ -15,7 +15,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from lmgcot.distill.datamodule import RationaleDataModule
 from lmgcot.distill.module import RationaleDistiller
-from lmgcot.student import fast_t5
+from lmgcot.student import fast_t5, fast_t5_generation
 from lmgcot.student.models import build_student, build_tiny_t5
 from lmgcot.student.objectives import TrainingPairs
 
@@ -316,7 +316,7 @@ def test_greedy_decoding_is_the_model_s_own(layout):
     model = _ending_t5(layout)
     ids, mask = _prompts()
     own = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False)
-    ours = fast_t5.generate(model, ids, mask, 12)
+    ours = fast_t5_generation.generate(model, ids, mask, 12)
     assert torch.equal(ours, own[:, 1:])
     eos = model.config.eos_token_id
     ends = [row.index(eos) if eos in row else None for row in ours.tolist()]
@@ -331,9 +331,9 @@ def test_greedy_decoding_is_the_model_s_own(layout):
 def test_greedy_decoding_of_a_bfloat16_model_is_the_model_s_own():
     model = _varied_t5("gated_gelu_untied").to(torch.bfloat16)
     ids, mask = _prompts()
-    assert fast_t5.supports_generation(model)
+    assert fast_t5_generation.supports_generation(model)
     own = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False)
-    assert torch.equal(fast_t5.generate(model, ids, mask, 12), own[:, 1:])
+    assert torch.equal(fast_t5_generation.generate(model, ids, mask, 12), own[:, 1:])
 
 
 def _first_two_steps(model, ids, mask, first: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -350,7 +350,7 @@ def _sampled(layout: str, seed: int, n: int, steps: int, **options) -> tuple:
     torch.manual_seed(seed)
     model = _t5(layout, dropout=0.0).eval()
     ids, mask = _prompts()
-    tokens = fast_t5.generate(model, ids, mask, steps, num_samples=n, **options)
+    tokens = fast_t5_generation.generate(model, ids, mask, steps, num_samples=n, **options)
     with torch.no_grad():
         first_logits, _ = _first_two_steps(model, ids, mask, 0)
     return model, ids, mask, tokens.view(len(ids), n, steps), first_logits
@@ -404,8 +404,8 @@ def test_a_prompt_s_samples_share_its_encoding():
     after prompts whose samples have all ended leave the batch."""
     model = _ending_t5("gated_gelu_untied")
     ids, mask = _prompts()
-    greedy = fast_t5.generate(model, ids, mask, 12)
-    sampled = fast_t5.generate(model, ids, mask, 12, num_samples=4, temperature=1e-4)
+    greedy = fast_t5_generation.generate(model, ids, mask, 12)
+    sampled = fast_t5_generation.generate(model, ids, mask, 12, num_samples=4, temperature=1e-4)
     assert torch.equal(sampled, greedy.repeat_interleave(4, 0))
     eos = model.config.eos_token_id
     assert len({row.index(eos) if eos in row else None for row in greedy.tolist()}) >= 2
@@ -415,22 +415,22 @@ def test_a_prompt_s_samples_share_its_encoding():
 def test_suppressed_tokens_are_never_generated():
     model = _ending_t5("relu_tied")
     ids, mask = _prompts()
-    plain = fast_t5.generate(model, ids, mask, 12)
+    plain = fast_t5_generation.generate(model, ids, mask, 12)
     eos = model.config.eos_token_id
     suppressed = sorted({eos, int(plain[0, 0])})
     model.generation_config.suppress_tokens = suppressed
-    assert fast_t5.supports_generation(model)
-    greedy = fast_t5.generate(model, ids, mask, 12)
+    assert fast_t5_generation.supports_generation(model)
+    greedy = fast_t5_generation.generate(model, ids, mask, 12)
     own = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False)
     assert torch.equal(greedy, own[:, 1:]) and greedy.shape[1] == 12
-    sampled = fast_t5.generate(model, ids, mask, 12, num_samples=50, temperature=2.0)
+    sampled = fast_t5_generation.generate(model, ids, mask, 12, num_samples=50, temperature=2.0)
     assert not torch.isin(torch.cat([greedy, sampled]), torch.tensor(suppressed)).any()
 
 
 @pytest.mark.unit
 def test_generation_is_left_to_the_model_when_its_config_processes_logits():
     model = _t5("relu_tied")
-    assert fast_t5.supports_generation(model)
+    assert fast_t5_generation.supports_generation(model)
     for key, value in (
         ("repetition_penalty", 1.3),
         ("typical_p", 0.9),
@@ -438,5 +438,5 @@ def test_generation_is_left_to_the_model_when_its_config_processes_logits():
     ):
         changed = _t5("relu_tied")
         setattr(changed.generation_config, key, value)
-        assert not fast_t5.supports_generation(changed), key
-    assert not fast_t5.supports_generation(_t5("relu_tied").half())
+        assert not fast_t5_generation.supports_generation(changed), key
+    assert not fast_t5_generation.supports_generation(_t5("relu_tied").half())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lmgcot.student import fast_t5
+from lmgcot.student import fast_t5_generation
 from lmgcot.student.batching import pad_to_multiple
 from lmgcot.student.models import Student
 
@@ -25,8 +25,8 @@ def generate_rationales(
     """`num_samples` rationales per input (greedy when temperature is 0; beam search over
     `num_beams` beams when that is above 1). Inputs are sorted by length so batches carry little
     padding; results come back in input order. Seeded. `fast`: greedy and sampled decoding of a
-    T5 student through `fast_t5.generate` (the same tokens greedily, 1.5-2x faster on CPU); beam
-    search and other models use the model's own `generate`."""
+    T5 student through `fast_t5_generation.generate` (the same tokens greedily, 1.5-2x faster on
+    CPU); beam search and other models use the model's own `generate`."""
     model, tok = student.model, student.tokenizer
     was_training = model.training
     model.eval()
@@ -81,10 +81,10 @@ def decode_tokens(
     """(prompts x num_samples, steps) tokens without the decoder start token, a prompt's samples
     next to each other, pad after a row's EOS: greedy (temperature 0; beam search over
     `num_beams`) or sampled from the untruncated tempered distribution (nucleus-truncated when
-    `top_p` < 1). Through `fast_t5.generate` when `fast` and it covers the model (not beam
-    search), else the model's own `generate`."""
-    if fast and num_beams == 1 and fast_t5.supports_generation(model):
-        return fast_t5.generate(
+    `top_p` < 1). Through `fast_t5_generation.generate` when `fast` and it covers the model (not
+    beam search), else the model's own `generate`."""
+    if fast and num_beams == 1 and fast_t5_generation.supports_generation(model):
+        return fast_t5_generation.generate(
             model,
             input_ids,
             attention_mask,
