@@ -224,7 +224,17 @@ def multirun_first(argv: list[str]) -> list[str]:
     ]
 
 
+# `plan=true` (read here, before Hydra): print what the run would send and cost, send nothing.
+PLAN_ON, PLAN_OFF = ("plan=true", "plan=True"), ("plan=false", "plan=False")
+
+
 def main() -> None:
+    if any(a in PLAN_ON for a in sys.argv[1:]):
+        from lmgcot.pipeline.plan import main as plan_main
+
+        plan_main([a for a in sys.argv[1:] if a not in PLAN_ON + PLAN_OFF])
+        return
+    sys.argv[1:] = [a for a in sys.argv[1:] if a not in PLAN_OFF]
     sys.argv[1:] = multirun_first(sys.argv[1:])
     remember_user_setting()  # before a launcher's workers get an OMP_NUM_THREADS of their own
     with _one_line_composition_errors():

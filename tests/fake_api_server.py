@@ -100,6 +100,9 @@ class FakeApiServer:
     max_in_flight: int = 0
     batches: dict[str, dict] = field(default_factory=dict)
     billed: dict[str, int] = field(default_factory=dict)
+    # The token usage of every reply that succeeded (a Messages / chat reply or a batch result),
+    # in Anthropic's field names: what an invoice would bill.
+    usages: list[dict[str, int]] = field(default_factory=list)
     _prefixes: set[str] = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _attempts: dict[str, int] = field(default_factory=dict, repr=False)
@@ -158,6 +161,7 @@ class FakeApiServer:
             self.billed.clear()
             self.paid.clear()
             self.sent.clear()
+            self.usages.clear()
             self._prefixes.clear()
 
     # -- answering --------------------------------------------------------------------------
@@ -229,8 +233,8 @@ class FakeApiServer:
         n_in = len(prompt.split()) + len(system.split())
         n_out = len(text.split())
         model = body.get("model", "unknown")
+        usage = {"input_tokens": n_in, "output_tokens": n_out}
         if anthropic:
-            usage = {"input_tokens": n_in, "output_tokens": n_out}
             prefix = _cached_prefix(body)
             if prefix:
                 n_prefix = len(prefix.split())
@@ -241,6 +245,9 @@ class FakeApiServer:
                 usage["cache_read_input_tokens" if seen else "cache_creation_input_tokens"] = (
                     n_prefix
                 )
+        with self._lock:
+            self.usages.append(dict(usage))
+        if anthropic:
             return {
                 "id": f"msg_{key[:16]}",
                 "type": "message",

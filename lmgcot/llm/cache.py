@@ -70,6 +70,31 @@ class CallCache:
         )
         self._setup(timeout_s)
 
+    @classmethod
+    def reader(cls, path: str | Path, timeout_s: float = 60.0) -> CallCache | None:
+        """A read-only view of an existing cache file, None when there is none: a plan looks
+        calls up without creating or changing anything (only `get_many` is for it)."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        self = cls.__new__(cls)
+        self.path = path
+        self.claim_timeout_s = 0.0
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}:reader"
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                timeout=timeout_s,
+                check_same_thread=False,
+            )
+            self._conn.execute("SELECT 1 FROM calls LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as err:
+            raise self.failure(err) from None
+        return self
+
     def _setup(self, timeout_s: float) -> None:
         # Switching to WAL needs a moment of exclusive access, and SQLite answers "locked" at once
         # (no busy wait) when several processes open a fresh file together: retry with back-off.

@@ -35,7 +35,7 @@ def read_rationales(out: StageDir, split: str) -> list[TeacherRationale]:
     return [TeacherRationale(**r) for r in read_jsonl(out / f"{split}.jsonl")]
 
 
-def _exemplars(ctx, cfg: DictConfig) -> list:
+def teacher_exemplars(ctx, cfg: DictConfig) -> list:
     """Few-shot CoT exemplars (teacher.prompting=few_shot_cot): training questions with a gold
     rationale; one clear line when the dataset has none."""
     t = cfg.teacher
@@ -50,28 +50,32 @@ def _exemplars(ctx, cfg: DictConfig) -> list:
     return shots
 
 
-def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
+def split_rationales(ctx, cfg: DictConfig, examples: list, exemplars: list) -> list:
+    """One split's rationales through `ctx.large_lm` (the run's, or a plan's that sends nothing)."""
     t = cfg.teacher
-    stats = {}
-    exemplars = _exemplars(ctx, cfg)
     shot_ids = {x.id for x in exemplars}
-    for split, examples in (("train", ctx.splits.train), ("val", ctx.splits.val)):
+    return sample_rationales(
         # An exemplar's own question would be answered from the prompt: not a fair sample.
-        examples = [e for e in examples if e.id not in shot_ids]
-        rationales = sample_rationales(
-            examples,
-            ctx.large_lm,
-            ctx.prompts,
-            num_samples=t.num_samples,
-            temperature=teacher_temperature(t),
-            top_p=float(t.top_p),
-            max_new_tokens=t.max_new_tokens,
-            strip_answer=t.strip_answer,
-            prompting=t.prompting,
-            exemplars=exemplars,
-            answer_max_new_tokens=t.answer_max_new_tokens,
-        )
-        stats[split] = teacher_stats(rationales, t.filter_correct)
+        [e for e in examples if e.id not in shot_ids],
+        ctx.large_lm,
+        ctx.prompts,
+        num_samples=t.num_samples,
+        temperature=teacher_temperature(t),
+        top_p=float(t.top_p),
+        max_new_tokens=t.max_new_tokens,
+        strip_answer=t.strip_answer,
+        prompting=t.prompting,
+        exemplars=exemplars,
+        answer_max_new_tokens=t.answer_max_new_tokens,
+    )
+
+
+def _body(ctx, cfg: DictConfig, out: StageDir) -> dict:
+    stats = {}
+    exemplars = teacher_exemplars(ctx, cfg)
+    for split, examples in (("train", ctx.splits.train), ("val", ctx.splits.val)):
+        rationales = split_rationales(ctx, cfg, examples, exemplars)
+        stats[split] = teacher_stats(rationales, cfg.teacher.filter_correct)
         write_jsonl(out / f"{split}.jsonl", (r.to_dict() for r in rationales))
         log.info(
             "teacher: %s: %d rationales, %.1f%% correct, %d kept (%d of %d questions)",
