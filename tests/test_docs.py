@@ -4,7 +4,8 @@
 Links: every relative link (`[text](path)`, `[text](path#anchor)`, `[text](#anchor)`, outside code)
 must name an existing file, resolved from the page as a reader reaches it (sweeps/README.md from
 sweeps/), and an anchor must be a heading of that page as GitHub spells it (`## Run directory` ->
-`#run-directory`). Web links are not fetched.
+`#run-directory`). Web links are not fetched. A repository path in inline code (`conf/schedule/synthetic_tiny.yaml`,
+`lmgcot/student/fast_t5.py`: a top-level folder, then no spaces or placeholders) must exist too.
 
 Commands: every line of a fenced code block that runs `lmgcot` (after an optional `$ ` prompt and
 `VAR=value` prefixes; a trailing `\\` joins the next line; a shell `#` comment or `|`, `&&`, `;`,
@@ -47,6 +48,7 @@ LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 REFERENCE = re.compile(r"^\s*\[[^\]]+\]:\s*(\S+)", re.M)
 HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 HTML_ANCHOR = re.compile(r"<a\s+(?:name|id)=\"([^\"]+)\"")
+REPO_PATH = re.compile(r"^(?:conf|lmgcot|sweeps|docs|tests|benchmarks|outputs)/[\w./-]*$")
 COMMAND = re.compile(r"^\s*(?:\$\s+)?(?:[A-Z_][A-Z0-9_]*=\S*\s+)*lmgcot(?:\s|$)")
 NEEDS = re.compile(r"#.*\bneeds (?:data|a key)\b")
 # Hydra's command-line flags: (flag, takes a value).
@@ -104,6 +106,13 @@ def broken_links(page: str, root: Path = REPO) -> list[str]:
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
             out.append(f"{target}: no heading #{anchor} in {file.relative_to(root)}")
     return out
+
+
+def missing_paths(page: str, root: Path = REPO) -> list[str]:
+    """Repository paths named in inline code outside code blocks that do not exist."""
+    prose, _ = _prose_and_code((root / page).read_text(encoding="utf-8"))
+    spans = re.findall(r"`([^`\s]+)`", "\n".join(prose))
+    return [f"{s}: no such path" for s in spans if REPO_PATH.match(s) and not (root / s).exists()]
 
 
 def commands(page: str, root: Path = REPO) -> list[tuple[str, bool]]:
@@ -183,6 +192,12 @@ def test_every_relative_link_resolves(page):
 
 
 @pytest.mark.parametrize("page", PAGES)
+def test_every_repository_path_named_exists(page):
+    missing = missing_paths(page)
+    assert not missing, f"{page}:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("page", PAGES)
 def test_every_lmgcot_command_composes_and_passes_the_check(page, hydra_app, tmp_path):
     problems = [command_problem(line, needs, tmp_path) for line, needs in commands(page)]
     problems = [p for p in problems if p]
@@ -195,6 +210,7 @@ SELF_TEST_PAGE = """# A page
 
 [fine](sub/b.md) [fine too](#a-page) [web](https://example.org/x) `[in code](nope.md)`
 [gone](nope.md) [bad anchor](sub/b.md#nowhere) [good anchor](sub/b.md#the-b-page)
+Paths: `docs/b.md` and `docs/gone.md`, not `docs/<page>.md` nor `some/where.md`.
 
 ```bash
 lmgcot experiment=smoke                      # composes and passes the check
@@ -213,11 +229,14 @@ lmgcot stages=[evaluate] \\
 def test_the_checks_catch_what_they_are_for(hydra_app, tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.md").write_text("# The B page\n", encoding="utf-8")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "b.md").write_text("# B\n", encoding="utf-8")
     (tmp_path / "a.md").write_text(SELF_TEST_PAGE, encoding="utf-8")
     assert broken_links("a.md", tmp_path) == [
         "nope.md: no such file",
         "sub/b.md#nowhere: no heading #nowhere in sub/b.md",
     ]
+    assert missing_paths("a.md", tmp_path) == ["docs/gone.md: no such path"]
     found = commands("a.md", tmp_path)
     assert [needs for _, needs in found] == [False, False, False, False, False, True, False]
     failing = [line for line, needs in found if command_problem(line, needs, tmp_path)]
