@@ -151,6 +151,7 @@ class PathsConfig:
     cache_dir: str = MISSING
     artifact_dir: str | None = MISSING  # null: no sharing between runs
     run_dir: str = MISSING
+    shared_fs: str = "auto"  # auto | local | network: the call cache's mode (docs/cluster.md)
 
 
 @dataclass

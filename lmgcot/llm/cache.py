@@ -10,6 +10,9 @@ Processes sharing the file (the jobs of a sweep) also share the work in flight: 
 calls, a process claims their keys (`claim`); keys another live process has claimed are waited for
 rather than paid for twice. A claim ends when its result is stored or it is released; the claim of a
 process that died is taken over (at once on the same host, after `claim_timeout_s` from another).
+
+All of this holds for processes on one host. On a network file system (jobs on several machines)
+`open_call_cache` gives the per-writer shards of `lmgcot.llm.cache_shards` instead (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lmgcot.errors import BackendError
+from lmgcot.utils.sharedfs import shared_mode
 
 
 class CacheUnusable(BackendError):
@@ -57,7 +61,28 @@ def cache_key(**parts) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def open_call_cache(path: str | Path, shared_fs: str = "auto", **kwargs):
+    """The call cache at `path` in the mode its file system needs (`paths.shared_fs`: auto,
+    local, network): this SQLite file for one machine, per-writer shards across machines."""
+    from lmgcot.llm.cache_shards import ShardedCallCache  # it builds on this module
+
+    if shared_mode(Path(path).parent, shared_fs) == "network":
+        return ShardedCallCache(path, **{k: v for k, v in kwargs.items() if k != "timeout_s"})
+    return CallCache(path, **kwargs)
+
+
+def open_cache_reader(path: str | Path, shared_fs: str = "auto"):
+    """A read-only view of the cache at `path` in its file system's mode; None when there is none."""
+    from lmgcot.llm.cache_shards import ShardedCallCache  # it builds on this module
+
+    if shared_mode(Path(path).parent, shared_fs) == "network":
+        return ShardedCallCache.reader(path)
+    return CallCache.reader(path)
+
+
 class CallCache:
+    mode = "local"
+
     def __init__(self, path: str | Path, timeout_s: float = 60.0, claim_timeout_s: float = 3600.0):
         self.path = Path(path)
         self.claim_timeout_s = float(claim_timeout_s)

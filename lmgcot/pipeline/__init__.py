@@ -24,7 +24,7 @@ from lmgcot.config.validate import check
 from lmgcot.data.base import QADataset
 from lmgcot.eval.methods import METHODS
 from lmgcot.llm.base import LargeLM, stage_summary
-from lmgcot.llm.cache import CallCache
+from lmgcot.llm.cache import open_call_cache
 from lmgcot.pipeline.builders import build, build_loggers
 from lmgcot.pipeline.checks import check_splits
 from lmgcot.pipeline.context import RunContext
@@ -37,6 +37,7 @@ from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards.judge import build_judge_prompt
 from lmgcot.utils.io import write_json
 from lmgcot.utils.secrets import redact_logs, redact_yaml_files
+from lmgcot.utils.sharedfs import check_shared_paths, fs_type
 
 __all__ = ["run"]
 
@@ -99,7 +100,7 @@ def _context(cfg: DictConfig, stages: list[str]) -> RunContext:
     splits = dataset.load_splits()
     check_splits(splits, stages, dataset.name, cfg.dataset)
     prompts = PromptTemplates(**OmegaConf.to_container(cfg.prompt), context_mode=dataset.context)
-    cache = CallCache(Path(cfg.paths.cache_dir) / "llm_calls.sqlite")
+    cache = _call_cache(cfg)
     large_lm: LargeLM = build(cfg.large_lm, "large_lm", cache=cache)
     # Refuse a dataset the large LM cannot read before any work is done.
     probe = (splits.test or splits.train or splits.val)[0]
@@ -119,6 +120,30 @@ def _context(cfg: DictConfig, stages: list[str]) -> RunContext:
         large_lm.check_prompt(build_judge_prompt(probe, "A rationale."))
     loggers = build_loggers(cfg)
     return RunContext(cfg, RunDir(run_dir), dataset.name, splits, prompts, large_lm, loggers)
+
+
+def _call_cache(cfg: DictConfig):
+    """The call cache in the mode its file system needs; a file system where neither the cache nor
+    the artifact store can be kept safe is refused in one line before any paid work."""
+    setting = cfg.paths.get("shared_fs", "auto")
+    check_shared_paths(
+        {
+            "paths.cache_dir": cfg.paths.cache_dir,
+            "paths.artifact_dir": cfg.paths.get("artifact_dir"),
+        },
+        setting,
+    )
+    cache = open_call_cache(Path(cfg.paths.cache_dir) / "llm_calls.sqlite", setting)
+    if cache.mode == "network":
+        log.info(
+            "call cache on a network file system (%s): one file per job in %s, merged by "
+            "`python -m lmgcot.llm.cache_shards merge %s` (paths.shared_fs=%s)",
+            fs_type(cfg.paths.cache_dir),
+            cache.shards,
+            cfg.paths.cache_dir,
+            setting,
+        )
+    return cache
 
 
 def _expected(ctx: RunContext) -> dict[str, dict]:

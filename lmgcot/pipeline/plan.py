@@ -30,7 +30,7 @@ from lmgcot.config.validate import check
 from lmgcot.errors import ConfigError
 from lmgcot.eval import methods as M
 from lmgcot.llm.base import GenerationParams, LargeLM
-from lmgcot.llm.cache import CallCache
+from lmgcot.llm.cache import open_cache_reader
 from lmgcot.llm.dry_run import DryRunLM, StageCount
 from lmgcot.pipeline.builders import build
 from lmgcot.pipeline.checks import check_splits
@@ -64,7 +64,9 @@ def plan(cfg: DictConfig) -> dict:
         real: LargeLM = build(cfg.large_lm, "large_lm", cache=None)
     probe = (splits.test or splits.train or splits.val)[0]
     real.check_prompt(prompts.standard_prompt(probe))
-    reader = CallCache.reader(Path(cfg.paths.cache_dir) / CACHE_FILE)
+    reader = open_cache_reader(
+        Path(cfg.paths.cache_dir) / CACHE_FILE, cfg.paths.get("shared_fs", "auto")
+    )
     dry = DryRunLM(real, reader)
     ctx = RunContext(cfg, RunDir(Path(cfg.paths.run_dir)), dataset.name, splits, prompts, dry, [])
     try:

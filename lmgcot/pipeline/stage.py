@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from lmgcot.artifacts import StageDir
 from lmgcot.errors import ConfigError
 from lmgcot.pipeline.fingerprints import fingerprint, view
-from lmgcot.utils.store import fetch, file_lock, publish
+from lmgcot.utils.store import shared_stage
 
 log = logging.getLogger("lmgcot")
 
@@ -67,16 +67,23 @@ def run_stage(stage: Stage, ctx, out: StageDir) -> dict:
         return _make(stage, ctx, out, fp)
     if reusable(out, fp, False):
         return _make(stage, ctx, out, fp)
-    shared = StageDir(Path(store) / stage.name / fp)
-    # Jobs wanting the same artifact wait here for the one making it.
-    with file_lock(shared.path.parent / f"{fp}.lock"):
-        if shared.done and shared.fingerprint == fp:
-            fetch(shared.path, out.path)
-            log.info("%s: reusing the shared artifact %s", stage.name, shared.path)
-        summary = _make(stage, ctx, out, fp)
-        if not shared.done and reusable(out, fp, False):
-            publish(out.path, shared.path, skip=NOT_SHARED)
-    return summary
+    # Jobs wanting the same artifact wait for the one making it (a lease, no lock: see store.py).
+    got = shared_stage(
+        Path(store) / stage.name / fp,
+        out.path,
+        finished=lambda path: reusable(StageDir(path), fp, False),
+        make=lambda: _make(stage, ctx, out, fp),
+        skip=NOT_SHARED,
+    )
+    if got.how == "fetched":
+        log.info("%s: reusing the shared artifact %s", stage.name, Path(store) / stage.name / fp)
+    elif got.how == "discarded":
+        log.warning(
+            "%s: another job published this stage first (its lease had expired); this job's copy "
+            "is discarded",
+            stage.name,
+        )
+    return got.summary
 
 
 def _make(stage: Stage, ctx, out: StageDir, fp: str) -> dict:
