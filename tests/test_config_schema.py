@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import sweep_params
 from hydra import compose, initialize_config_dir
@@ -136,6 +137,10 @@ BAD = {
     "distill.scheduler._target_=nope.sched": "distill.scheduler._target_=nope.sched: cannot be "
     "imported (Error loading 'nope.sched'; ModuleNotFoundError",
     "+logger.csv.nmae=x": "logger.csv.nmae: not an argument of pytorch_lightning.loggers.CSVLogger",
+    "trainer.precision=bogus": "trainer.precision=bogus: pytorch_lightning.Trainer refuses it: "
+    "Precision 'bogus' is invalid",
+    "trainer.max_time=2h": "trainer.max_time=2h: pytorch_lightning.Trainer refuses it",
+    "trainer.accelerator=tpux": "trainer.accelerator='tpux': allowed values are ['auto', 'cpu'",
 }
 
 
@@ -171,6 +176,15 @@ def test_built_objects_are_judged_by_their_callable_before_any_work(composed):
         "num_training_steps="
     )
     assert line.endswith("missing 1 required positional argument: 'num_warmup_steps'")
+
+
+@pytest.mark.unit
+def test_the_trainer_is_judged_on_this_cpu_without_touching_global_flags(composed):
+    # A GPU or multi-device trainer is checked where it will not train; its device is judged
+    # when the stage builds it.
+    for trainer in ("gpu", "ddp"):
+        check(composed(f"trainer={trainer}", "trainer.deterministic=true"))
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 @pytest.mark.unit

@@ -167,6 +167,10 @@ OVERRIDES: dict[str, tuple[list[str], list[str]]] = {
         ["distill.scheduler.num_warmup_steps=abc", "get_linear_schedule_with_warmup"],
     ),
     "scheduler unknown argument": (["+distill.scheduler.cycles=2"], ["distill.scheduler.cycles"]),
+    "trainer bad precision": (
+        ["trainer.precision=bogus"],
+        ["trainer.precision=bogus", "Precision"],
+    ),
 }
 
 # The environment: name -> (variables, arguments, needles).

@@ -2,33 +2,46 @@
 builds them (the RL optimizer only after the teacher and the distillation).
 
 Every `_target_` node must name an importable callable that takes its keys as arguments. The
-optimizers and the scheduler are then built on a throwaway parameter, so that the callable's own
-validation (torch's `Invalid learning rate: -1`) speaks before any stage runs; the error names the
-key whose value it refused. The dataset, the large LM and the trainer are left out: the first two
-are built before any work with their own one-line errors, the trainer's keys are checked in
-`validate._trainer_arguments`.
+optimizers and the scheduler are then built on a throwaway parameter, and the Trainer with no
+logger, checkpoint or callback, so that the callable's own validation (torch's `Invalid learning
+rate: -1`, Lightning's `Precision 'bogus' is invalid`) speaks before any stage runs; the error
+names the key whose value it refused. The Trainer is built on this machine's CPU: the device a run
+asks for is judged when the stage builds it (a run may be checked where it will not train). The
+dataset and the large LM are left out: they are built before any work with their own one-line
+errors. The launcher is built by Hydra before any job runs: its keys are typed by its plugin's
+schema, and a value only joblib or SLURM judges (`hydra.launcher.n_jobs=0`) is not checked here.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from hydra._internal.utils import _locate  # get_object without its logged error line
 from omegaconf import DictConfig, OmegaConf
 
-# Nodes built on a throwaway parameter: key -> how the stage calls the finished partial.
+# Partials built on a throwaway parameter (a scheduler on a throwaway optimizer), called as the
+# stages call them.
 OPTIMIZERS = ("distill.optimizer", "rl.optimizer")
 SCHEDULERS = ("distill.scheduler",)
-# Top-level groups built, and their arguments judged, elsewhere (see the module docstring).
+# Top-level groups built, and their arguments judged, elsewhere (see the module docstring); the
+# trainer's keys are checked by `validate._trainer_arguments`, its values by building it here.
 BUILT_ELSEWHERE = ("dataset", "large_lm", "trainer", "hydra")
+# Trainer arguments that set process-wide torch flags when the Trainer is built: typed booleans,
+# left out of the throwaway one.
+GLOBAL_FLAGS = ("deterministic", "benchmark")
 # Hydra's own keys of a `_target_` node, not arguments of the callable.
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
 
-def target_problems(cfg: DictConfig) -> list[str]:
-    """One line per `_target_` node the run would fail to build, naming the key."""
+def target_problems(cfg: DictConfig, reported: list[str] = ()) -> list[str]:
+    """One line per `_target_` node the run would fail to build, naming the key. Values of keys
+    the `reported` lines already name (`trainer.max_epochs=-3: ...`) are left to their defaults:
+    one line per bad value."""
+    judged = {re.match(r"[^=:\s]*", line)[0] for line in reported}
     out, bad = [], set()
     for key, node in _target_nodes(cfg):
         problems = _signature_problems(key, node)
@@ -43,8 +56,48 @@ def target_problems(cfg: DictConfig) -> list[str]:
     for key, call in calls.items():
         node = OmegaConf.select(cfg, key, default=None)
         if isinstance(node, DictConfig) and "_target_" in node and key not in bad:
-            out += _build_problems(key, node, call, steps if key in SCHEDULERS else None)
-    return out
+            how = steps if key in SCHEDULERS else None
+            out += _build_problems(key, node, call, how, adjust=_unjudged(key, judged))
+    if any(key.startswith("trainer.") for key in bad):  # a nested node it could not build
+        return out
+    return out + _trainer_problems(cfg, judged)
+
+
+def _unjudged(key: str, judged: set[str]) -> Callable[[dict], dict]:
+    return lambda args: {a: v for a, v in args.items() if f"{key}.{a}" not in judged}
+
+
+def _trainer_problems(cfg: DictConfig, judged: set[str]) -> list[str]:
+    """The Trainer as the stages build it (their logger, checkpoint and callbacks left out), on
+    this machine's CPU; the accelerator's name is checked against Lightning's."""
+    node = OmegaConf.select(cfg, "trainer", default=None)
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return []
+    if _signature_problems("trainer", node):  # unknown keys: reported by _trainer_arguments
+        return []
+    out = []
+    accelerator = node.get("accelerator")
+    if isinstance(accelerator, str) and accelerator not in ("cpu", "auto"):
+        from pytorch_lightning.accelerators import AcceleratorRegistry
+
+        allowed = sorted({"auto", "gpu", *AcceleratorRegistry.available_accelerators()})
+        if accelerator not in allowed:
+            out.append(f"trainer.accelerator={accelerator!r}: allowed values are {allowed}")
+
+    def on_this_cpu(args: dict) -> dict:
+        args = {
+            k: v for k, v in _unjudged("trainer", judged)(args).items() if k not in GLOBAL_FLAGS
+        }
+        if args.get("accelerator") != "cpu":
+            args.update(accelerator="cpu", devices=1)
+        return args
+
+    def call(f: Callable) -> Any:
+        with warnings.catch_warnings():  # its notes on the settings come when the stage builds it
+            warnings.simplefilter("ignore")
+            return f(logger=False, enable_checkpointing=False, callbacks=[])
+
+    return out + _build_problems("trainer", node, call, None, adjust=on_this_cpu)
 
 
 def _target_nodes(node: DictConfig, path: str = ""):
@@ -87,7 +140,11 @@ def _signature_problems(key: str, node: DictConfig) -> list[str]:
 
 
 def _build_problems(
-    key: str, node: DictConfig, call: Callable[[Callable], Any], steps: int | None
+    key: str,
+    node: DictConfig,
+    call: Callable[[Callable], Any],
+    steps: int | None,
+    adjust: Callable[[dict], dict] | None = None,
 ) -> list[str]:
     """`call(partial)` with the configured arguments. When it fails, the arguments to blame are
     those whose removal makes it pass; else those that fail on their own (the same way as all of
@@ -98,6 +155,8 @@ def _build_problems(
         return []
     target = args.pop("_target_")
     args = {k: v for k, v in args.items() if k not in HYDRA_KEYS}
+    if adjust is not None:
+        args = adjust(args)
     error = _fails(target, args, call)
     if error is None:
         return []
@@ -118,10 +177,21 @@ def _fails(target: str, args: dict, call: Callable[[Callable], Any]) -> str | No
     """The error of building `target` with `args` as `call` does, or None when it builds."""
     fn = _locate(target)
     try:
-        call(lambda *a, **kw: fn(*a, **{**args, **kw}))
+        # Nested `_target_` nodes (trainer.strategy) are built as Hydra would, inside the try.
+        built = {
+            k: _instantiate(v) if isinstance(v, dict) and "_target_" in v else v
+            for k, v in args.items()
+        }
+        call(lambda *a, **kw: fn(*a, **{**built, **kw}))
     except Exception as err:  # whatever the callable raises is its verdict on the arguments
         return _first_line(err)
     return None
+
+
+def _instantiate(node: dict) -> Any:
+    from hydra.utils import instantiate
+
+    return instantiate(node)
 
 
 def _without(args: dict, name: str) -> dict:

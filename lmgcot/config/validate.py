@@ -34,7 +34,7 @@ def check(cfg: DictConfig) -> list[str]:
     problems += _spend_cap(cfg)
     problems += _reward(cfg)
     problems += _trainer_arguments(cfg)
-    problems += target_problems(cfg)
+    problems += target_problems(cfg, problems)
     if problems:
         raise ConfigError("\n".join(problems))
     return stages
