@@ -459,11 +459,32 @@ def merge(cache_dir: str | Path, name: str = "llm_calls.sqlite", idle_s: float =
         base.with_name(base.name + suffix).unlink(missing_ok=True)
     for path in done:
         path.unlink()
+    cleared = _clear_claims(base)
     return (
         f"merged {len(done)} shards into {base} ({after - before} new calls, {after} in all"
         f"{f', {damaged} damaged lines skipped' if damaged else ''}); "
-        f"{len(left)} shards of running (or recently active) writers left as they are"
+        f"{len(left)} shards of running (or recently active) writers left as they are; "
+        f"{cleared} finished claims cleared"
     )
+
+
+def _clear_claims(base: Path) -> int:
+    """Remove the claims whose reply is stored (a writer killed between storing and unclaiming)
+    or whose holder is dead; a live claim stays."""
+    claims = claim_dir(base)
+    if not claims.is_dir():
+        return 0
+    view = ShardedCallCache(base, read_only=True)
+    names = [p.name for p in claims.iterdir() if "." not in p.name]
+    stored = set(view.get_many(names))
+    cleared = 0
+    for name in names:
+        holder = view._holder(claims / name)
+        if holder is not None and (name in stored or view._stale(holder)):
+            (claims / name).unlink(missing_ok=True)
+            cleared += 1
+    view.close()
+    return cleared
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -58,10 +58,12 @@ UNSAFE_TYPES = frozenset(
 def fs_type(path: str | Path, mountinfo: str = "/proc/self/mountinfo") -> str:
     """The kernel's name for the file system holding `path` (or the nearest existing ancestor):
     'ext4', 'nfs4', 'fuse.s3fs', ...; 'unknown' where the mount table cannot be read (not Linux)."""
-    probe = Path(os.path.abspath(path))
+    # The nearest existing ancestor resolves links; the part not made yet is taken as written.
+    probe, tail = Path(os.path.abspath(path)), []
     while not probe.exists() and probe != probe.parent:
+        tail.append(probe.name)
         probe = probe.parent
-    real = os.path.realpath(probe)
+    real = os.path.join(os.path.realpath(probe), *reversed(tail))
     try:
         lines = Path(mountinfo).read_text().splitlines()
     except OSError:
