@@ -248,16 +248,32 @@ def test_killed_writer_leaves_a_sound_file(cache_path: Path) -> None:
     cache.close()
 
 
+def release_when_ready(procs: list[subprocess.Popen], ready: Path, go: Path) -> None:
+    """Create `go` once every process has left a file in `ready` (it is then in its wait loop).
+
+    The deadline only bounds a hang: a child that dies first fails the test with its stderr.
+    """
+    deadline = time.monotonic() + 120
+    while len(list(ready.iterdir())) < len(procs):
+        for proc in procs:
+            if proc.poll() is not None:
+                pytest.fail(f"a child exited before the start signal: {proc.stderr.read()}")
+        assert time.monotonic() < deadline, "the children never reached their wait loops"
+        time.sleep(0.01)
+    go.touch()
+
+
 # Writes keys [lo, hi) in batches of 10 after a shared start signal, to maximise overlap in time.
 _RANGE_WRITER = textwrap.dedent(
     """
     import os, sys, time
     sys.path.insert(0, {root!r})
     from lmgcot.llm.cache import CallCache
+    lo, hi, tag = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    open(os.path.join({ready!r}, tag), "w").close()
     while not os.path.exists({go!r}):
         time.sleep(0.001)
     cache = CallCache({path!r})
-    lo, hi, tag = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     for start in range(lo, hi, 10):
         cache.put_many(
             (f"key-{{i}}", {{"text": tag, "input_tokens": i, "output_tokens": 0}})
@@ -269,8 +285,11 @@ _RANGE_WRITER = textwrap.dedent(
 
 
 def test_concurrent_writers_with_overlapping_keys(tmp_path: Path, cache_path: Path) -> None:
-    go = tmp_path / "go"
-    script = _RANGE_WRITER.format(root=str(REPO_ROOT), path=str(cache_path), go=str(go))
+    go, ready = tmp_path / "go", tmp_path / "ready"
+    ready.mkdir()
+    script = _RANGE_WRITER.format(
+        root=str(REPO_ROOT), path=str(cache_path), go=str(go), ready=str(ready)
+    )
     ranges = [(0, 300, "A"), (150, 450, "B"), (100, 200, "C")]
     procs = [
         subprocess.Popen(
@@ -280,10 +299,9 @@ def test_concurrent_writers_with_overlapping_keys(tmp_path: Path, cache_path: Pa
         )
         for lo, hi, tag in ranges
     ]
-    # Let every interpreter reach its wait loop, then release them together; they also race on
+    # Release them together once every interpreter is in its wait loop; they also race on
     # creating the file, switching it to WAL and creating the table.
-    time.sleep(0.3)
-    go.touch()
+    release_when_ready(procs, ready, go)
     for proc in procs:
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err.decode()
@@ -330,9 +348,10 @@ _SLOW_JOB = textwrap.dedent(
             time.sleep(0.05)
             return super()._complete(requests)
 
+    lo, hi = int(sys.argv[1]), int(sys.argv[2])
+    open(os.path.join({ready!r}, sys.argv[3]), "w").close()
     while not os.path.exists({go!r}):
         time.sleep(0.001)
-    lo, hi = int(sys.argv[1]), int(sys.argv[2])
     lm = SlowLM("echo-model", cache=CallCache({path!r}), batch_size=10)
     prompts = [f"prompt {{i}}" for i in range(lo, hi)]
     out = lm.generate(prompts, GenerationParams())
@@ -343,22 +362,26 @@ _SLOW_JOB = textwrap.dedent(
 
 
 def test_parallel_jobs_wait_for_each_others_calls_instead_of_paying_twice(tmp_path, cache_path):
-    go = tmp_path / "go"
+    go, ready = tmp_path / "go", tmp_path / "ready"
+    ready.mkdir()
     script = _SLOW_JOB.format(
-        root=str(REPO_ROOT), tests=str(REPO_ROOT / "tests"), path=str(cache_path), go=str(go)
+        root=str(REPO_ROOT),
+        tests=str(REPO_ROOT / "tests"),
+        path=str(cache_path),
+        go=str(go),
+        ready=str(ready),
     )
     ranges = [(0, 120), (60, 180), (0, 180)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, str(lo), str(hi)],
+            [sys.executable, "-c", script, str(lo), str(hi), str(job)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for lo, hi in ranges
+        for job, (lo, hi) in enumerate(ranges)
     ]
-    time.sleep(0.3)
-    go.touch()
+    release_when_ready(procs, ready, go)
     calls = []
     for proc, (lo, hi) in zip(procs, ranges):
         out, err = proc.communicate(timeout=120)

@@ -21,13 +21,16 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OF
 
 
 def kill_after_checkpoint(args: list[str], checkpoint: Path) -> None:
-    """Start the command, and SIGKILL it a second after `checkpoint` first appears."""
+    """Start the command, and SIGKILL it as soon as `checkpoint` appears, while it trains on.
+
+    Checkpoints are published by a rename (`lmgcot.utils.checkpoints`), so the file is whole the
+    moment it exists; no pause is needed for it to be written. The deadline only bounds a hang.
+    """
     proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    time.sleep(1.0)  # a little more training, then the process dies without warning
-    proc.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # the process dies without warning
     proc.wait()
 
 
