@@ -187,13 +187,14 @@ def test_two_trials_that_only_move_weight_onto_a_high_aspect_tie_on_the_new_obje
     ties them."""
     from lmgcot.pipeline import run
 
-    def trial(aspect: str, n: int) -> dict:
+    def trial(aspect: str, n: int, *extra: str) -> dict:
         cfg = compose_cfg(
             "stages=[teacher,distill,refine]",
             "reward=all",
             # The tiny student writes byte soup, which the gate would score 0 on every aspect.
             "reward.gate=false",
             *_weight_on(aspect),
+            *extra,
             run_dir=tmp_path / f"trial{n}",
         )
         return run(cfg)
@@ -203,3 +204,7 @@ def test_two_trials_that_only_move_weight_onto_a_high_aspect_tie_on_the_new_obje
     assert lookup(high, OLD) > lookup(low, OLD)  # the old objective picks the readability mix
     assert lookup(high, NEW) == lookup(low, NEW) == lookup(low, "refine.val_task_before")
     assert isinstance(lookup(low, NEW), float)
+    # Without keep_best the final weights are exported; with no val evaluation at the last
+    # rollout (val_every 3 of 2), refine evaluates them once more so the objective has a value.
+    final = trial("coherence", 2, "rl.keep_best=false", "rl.val_every=3")
+    assert final["refine"]["selected"] == "rl" and isinstance(lookup(final, NEW), float)
