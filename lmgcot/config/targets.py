@@ -15,6 +15,7 @@ schema, and a value only joblib or SLURM judges (`hydra.launcher.n_jobs=0`) is n
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import warnings
 from collections.abc import Callable
@@ -93,9 +94,18 @@ def _trainer_problems(cfg: DictConfig, judged: set[str]) -> list[str]:
         return args
 
     def call(f: Callable) -> Any:
-        with warnings.catch_warnings():  # its notes on the settings come when the stage builds it
+        # Its notes on the devices and settings come when the stage builds it.
+        quiet = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning_fabric")]
+        levels = [lg.level for lg in quiet]
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return f(logger=False, enable_checkpointing=False, callbacks=[])
+            for lg in quiet:
+                lg.setLevel(logging.WARNING)
+            try:
+                return f(logger=False, enable_checkpointing=False, callbacks=[])
+            finally:
+                for lg, level in zip(quiet, levels):
+                    lg.setLevel(level)
 
     return out + _build_problems("trainer", node, call, None, adjust=on_this_cpu)
 
