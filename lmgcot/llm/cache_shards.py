@@ -4,9 +4,11 @@ SQLite in WAL mode needs every process on one host (its index is shared memory),
 journal needs POSIX locks that NFS set-ups often get wrong, so across machines no process writes a
 file another one writes. Beside the cache file `llm_calls.sqlite` (the base: read, never written
 here) each writer process appends to its own `llm_calls.shards/<host>-<pid>-<id>.jsonl`, one line
-per reply, written with one `write` and fsynced: a kill loses only the replies that had not
-arrived. Every line carries a checksum of itself, so a reader on another machine never takes a torn
-or not-yet-visible line for a reply; it skips it and reads it again later.
+per reply, written with one `write` as it arrives: a kill loses only the replies that had not
+arrived. The file is fsynced before the job ends its claims on those calls (below), so a job on
+another machine waiting for them reads them from the server. Every line carries a checksum of
+itself, so a reader never takes a torn or not-yet-visible line for a reply; it skips it and reads
+it again later.
 
 Work in flight is claimed by creating `llm_calls.claims/<key>` with O_CREAT|O_EXCL, which NFS (v3
 and later), Lustre and GPFS perform atomically on the server: of two jobs that want the same call,
@@ -81,8 +83,10 @@ class ShardedCallCache:
         self._read_to: dict[str, int] = {}  # shard -> bytes read up to the first bad line
         self._bad: dict[str, int] = {}  # shard -> damaged lines at the last read
         self._fd: int | None = None  # this writer's shard, opened at its first reply
+        self._unsynced = False  # replies written since the last fsync
         self._mine = f"{self.owner}.jsonl"
         self._held: set[str] = set()  # keys this cache has claimed
+        self._known: set[str] = set()  # shards of writers seen holding claims
         self._base: sqlite3.Connection | None = None
         self._base_id: tuple[int, int] | None = None
 
@@ -139,26 +143,31 @@ class ShardedCallCache:
         """Read what the shards gained since the last look (new lines, new shards, gone shards)."""
         self._open_base()
         try:
-            names = sorted(p.name for p in os.scandir(self.shards) if p.name.endswith(".jsonl"))
+            listed = {p.name for p in os.scandir(self.shards) if p.name.endswith(".jsonl")}
         except FileNotFoundError:
-            names = []
-        gone = set(self._read_to) - set(names)
+            listed = set()
+        # Also the shards of writers whose claims we saw: opened by name, they are read even while
+        # an NFS client's cached directory listing does not show them yet.
+        gone = set()
+        for name in sorted(listed | self._known | set(self._read_to)):
+            if not self._read_shard(name) and name in self._read_to:
+                gone.add(name)
         if gone:  # merged into the base
             self._index = {k: v for k, v in self._index.items() if v[0] not in gone}
             for name in gone:
                 self._read_to.pop(name, None)
                 self._bad.pop(name, None)
-        for name in names:
-            self._read_shard(name)
+                self._known.discard(name)
 
-    def _read_shard(self, name: str) -> None:
+    def _read_shard(self, name: str) -> bool:
+        """Index the shard's new lines; False if it does not exist (yet, or any more)."""
         start = self._read_to.get(name, 0)
         try:
             with open(self.shards / name, "rb") as handle:
                 handle.seek(start)
                 data = handle.read()
         except FileNotFoundError:
-            return
+            return False
         pos, good_to, bad = 0, start, 0
         while True:
             end = data.find(b"\n", pos)
@@ -177,6 +186,7 @@ class ShardedCallCache:
         # the writer's later bytes reach the server.
         self._read_to[name] = good_to
         self._bad[name] = bad
+        return True
 
     def _values(self, hits: dict[str, tuple[str, int, int]]) -> dict[str, dict]:
         by_shard: dict[str, list[tuple[str, int, int]]] = {}
@@ -240,9 +250,10 @@ class ShardedCallCache:
             offset = os.fstat(self._fd).st_size
             lines = [_line(r) for r in records]
             try:
-                # One write: a kill leaves either the whole batch or a torn tail readers skip.
+                # One write, at once: a killed process's data is still flushed by its kernel; a
+                # kill leaves either the whole batch or a torn tail that readers skip.
                 os.write(self._fd, b"".join(lines))
-                os.fsync(self._fd)
+                self._unsynced = True
             except OSError as err:
                 raise CacheUnusable(
                     f"call cache {self.shards / self._mine}: {err} (is paths.cache_dir writable, "
@@ -252,7 +263,6 @@ class ShardedCallCache:
                 self._index.setdefault(record["key"], (self._mine, offset, len(line) - 1))
                 offset += len(line)
             self._read_to.setdefault(self._mine, 0)
-            self._drop_claims([r["key"] for r in records])
 
     # -- claims --------------------------------------------------------------------------------
 
@@ -318,6 +328,8 @@ class ShardedCallCache:
             holder = json.loads(text)
         except ValueError:
             holder = {}  # being written this instant, or by a writer killed at that instant
+        if "owner" in holder:
+            self._known.add(f"{holder['owner']}.jsonl")
         holder["at"] = mtime
         return holder
 
@@ -349,6 +361,13 @@ class ShardedCallCache:
             self._drop_claims(keys)
 
     def _drop_claims(self, keys: Iterable[str]) -> None:
+        """End claims, after an fsync of the replies written: a job on another machine that
+        waited for a claim to end then finds the reply on the server, not only in our page cache.
+        One fsync per chunk, not per reply, so a busy disk does not hold replies in the socket."""
+        keys = [k for k in keys if k in self._held]
+        if keys and self._unsynced and self._fd is not None:
+            os.fsync(self._fd)
+            self._unsynced = False
         for key in keys:
             if key in self._held:
                 self._held.discard(key)
