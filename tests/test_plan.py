@@ -75,16 +75,25 @@ def billed_input(server: FakeApiServer) -> int:
     )
 
 
-@pytest.mark.parametrize("backend", ["anthropic", "openai"])
-def test_the_plan_counts_exactly_what_the_run_sends(compose_cfg, server, backend, tmp_path):
+# Zero-shot-CoT's answer step is built from each sampled rationale: the plan must count one per
+# sample, not one per question. (The server's own replies there: the simulated LM's ignore the
+# sample, and two equal rationales make one answer step, sent once: the plan's upper bound.)
+@pytest.mark.parametrize(
+    ("backend", "prompting"), [("anthropic", "cot"), ("openai", "zero_shot_cot")]
+)
+def test_the_plan_counts_exactly_what_the_run_sends(
+    compose_cfg, server, backend, prompting, tmp_path
+):
+    if prompting == "zero_shot_cot":
+        server.replier = None
     # A first small run leaves cached replies of each kind (rationales, answers) for the plan to
     # measure tokens on (a plan on an empty cache uses the approximation: the next test).
+    args = api_args(server, backend, f"teacher.prompting={prompting}")
     small = ("dataset.max_train=3", "dataset.max_test=2", "evaluation.methods=[standard]")
-    seed = compose_cfg(*api_args(server, backend, *small))
-    run(seed)
+    run(compose_cfg(*args, *small))
     server.reset()
 
-    cfg = compose_cfg(*api_args(server, backend), run_dir=tmp_path / "full")
+    cfg = compose_cfg(*args, run_dir=tmp_path / "full")
     planned = plan(cfg)
     assert server.requests == []  # the plan sent nothing
     assert not (tmp_path / "full").exists()  # and made no run directory
@@ -108,7 +117,7 @@ def test_the_plan_counts_exactly_what_the_run_sends(compose_cfg, server, backend
     server.reset()
     again = plan(cfg)
     assert again["total"]["requests"] == 0
-    fresh = plan(compose_cfg(*api_args(server, backend), run_dir=tmp_path / "other"))
+    fresh = plan(compose_cfg(*args, run_dir=tmp_path / "other"))
     assert fresh["total"]["requests"] == 0 and fresh["total"]["cache_hits"] > 0
     assert server.requests == []
 
