@@ -359,18 +359,20 @@ def to_markdown(report: dict, written: list[str]) -> str:
                     out.write(f"| {name} | " + " | ".join(cells) + " |\n")
         if c["deciles"]:
             out.write(
-                "\n**EM by quality decile** (lowest to highest; n rationales per decile):\n\n"
-            )
-            out.write(
-                "| source | measure | EM per decile | lowest → highest |\n|---|---|---|---|\n"
+                "\n**EM by quality decile** (lowest to highest; n: rationales in the decile):\n\n"
+                "| source | measure | EM per decile | lowest decile | highest decile |\n"
+                "|---|---|---|---|---|\n"
             )
             groups: dict[tuple[str, str], list[dict]] = {}
             for p in c["deciles"]:
                 groups.setdefault((p["source"], p["measure"]), []).append(p)
             for (source, measure), pts in groups.items():
                 ems = " ".join(f"{p['em']:.2f}" for p in pts)
-                change = f"{pts[-1]['em'] - pts[0]['em']:+.3f} (n {pts[0]['n']}→{pts[-1]['n']})"
-                out.write(f"| {source} | {measure} | {ems} | {change} |\n")
+                ends = " | ".join(
+                    f"{p['em']:.3f} {_interval(p['em_low'], p['em_high'])} (n {p['n']})"
+                    for p in (pts[0], pts[-1])
+                )
+                out.write(f"| {source} | {measure} | {ems} | {ends} |\n")
     return out.getvalue()
 
 
