@@ -48,17 +48,16 @@ class Figure:
 
 
 FT_COT = "lmgcot dataset=last_letter experiment=finetune_cot"
-VANILLA = "lmgcot dataset=last_letter experiment=vanilla_ft"
 # Every figure checked, with the doc it comes from. Tolerances are what the doc states beside the
-# figure: the seed spread for the Fine-tune-CoT lines, the 95% interval of EM on 1,000 test
+# figure: for Fine-tune-CoT (one seed so far) a guess until seeds 1 and 2 give a spread, the 95% interval of EM on 1,000 test
 # questions for the default run's students; standard and CoT prompting are deterministic.
 FIGURES = [
-    Figure("docs/methods.md", FT_COT, "methods.finetune_cot.em", 0.0, 0.0, (0, 1)),
-    Figure("docs/methods.md", VANILLA, "methods.vanilla_ft.em", 0.0, 0.0, (0,)),
-    # "seconds, for debugging: its numbers mean nothing": it finishes, evaluates its 16 test
-    # questions, in under two minutes even on a busy machine.
+    Figure("docs/methods.md", FT_COT, "methods.finetune_cot.em", 0.750, 0.05),
+    Figure("docs/methods.md", FT_COT, "methods.finetune_cot_sc.em", 0.754, 0.05),
+    # "seconds, for debugging: its numbers mean nothing": it finishes and evaluates its 16 test
+    # questions, in under five minutes even on 2 cores shared with other jobs.
     Figure("docs/configuration.md", "lmgcot experiment=smoke", "methods.standard.n", 16, 0),
-    Figure("docs/configuration.md", "lmgcot experiment=smoke", "wall_s", 120, 0, check="at_most"),
+    Figure("docs/configuration.md", "lmgcot experiment=smoke", "wall_s", 300, 0, check="at_most"),
     Figure("docs/pipeline.md", "lmgcot", "methods.standard.em", 0.491, 0.0005, default_run=True),
     Figure("docs/pipeline.md", "lmgcot", "methods.cot.em", 0.480, 0.0005, default_run=True),
     Figure("docs/pipeline.md", "lmgcot", "methods.lm_guided_kd.em", 0.519, 0.03, default_run=True),
