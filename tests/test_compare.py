@@ -139,6 +139,16 @@ def test_one_seed_is_exactly_the_question_bootstrap():
     assert np.mean(boots == 0.5) == pytest.approx(0.5, abs=0.015)
 
 
+def test_intervals_are_the_2_5_and_97_5_percentiles_of_the_same_replicates():
+    per_seed = [np.random.default_rng(2).random(40), np.random.default_rng(3).random(40)]
+    boots = hierarchical_means(per_seed, 4000, np.random.default_rng(5))
+    expected = np.quantile(boots, [0.025, 0.975])
+    _, low, high = bootstrap_mean(per_seed, 4000, np.random.default_rng(5))
+    assert (low, high) == (expected[0], expected[1])
+    _, low, high, _ = paired_bootstrap(per_seed, 4000, np.random.default_rng(5))
+    assert (low, high) == (expected[0], expected[1])
+
+
 def test_the_multinomial_shortcut_resamples_like_drawing_indices():
     rng = np.random.default_rng(0)
     binary = np.array([0.0, 1.0] * 32)  # two distinct values: drawn as multinomial counts
