@@ -9,9 +9,9 @@ in a fresh output root (empty call cache and artifact store). The mean over thos
 with the documented figure within its tolerance. Prints a table (command, documented figure,
 measured, verdict) and writes it to --out (docs/readme_figures.md, linked from the docs). Exit
 status 1 when a figure is not reproduced. Run before a release, not in `make test`: the
-Fine-tune-CoT lines take about FT_COT_MINUTES minutes each per seed, the default run (with
---include-default) about 8. --reuse takes a run directory under --root that already holds
-results.json instead of running it again (a crashed check, resumed).
+Fine-tune-CoT line takes about 21 minutes a seed (more on a busy machine), the smoke experiment a
+few, the default run (with --include-default) about 8. --reuse takes a run directory under --root
+that already holds results.json instead of running it again (a crashed check, resumed).
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ class Figure:
 
 FT_COT = "lmgcot dataset=last_letter experiment=finetune_cot"
 # Every figure checked, with the doc it comes from. Tolerances are what the doc states beside the
-# figure: for Fine-tune-CoT (one seed so far) a guess until seeds 1 and 2 give a spread, the 95% interval of EM on 1,000 test
-# questions for the default run's students; standard and CoT prompting are deterministic.
+# figure: for Fine-tune-CoT (one seed so far) a guess until seeds 1 and 2 give a spread; for the
+# default run's student the 95% interval of EM on 1,000 test questions; standard and CoT
+# prompting are deterministic.
 FIGURES = [
     Figure("docs/methods.md", FT_COT, "methods.finetune_cot.em", 0.750, 0.05),
     Figure("docs/methods.md", FT_COT, "methods.finetune_cot_sc.em", 0.754, 0.05),
@@ -157,9 +158,10 @@ def provenance(args: argparse.Namespace) -> str:
     commit = _git("rev-parse", "--short", "HEAD")
     dirty = " (with uncommitted changes in the tree)" if _git("status", "--porcelain") else ""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    flag = " --include-default" if args.include_default else ""
     return (
         "# The documented commands, re-run\n\n"
-        f"`python benchmarks/readme_figures.py{' --include-default' if args.include_default else ''}`"
+        f"`python benchmarks/readme_figures.py{flag}`"
         f" at commit `{commit}`{dirty}, {when}, on {os.cpu_count()} CPU cores, one thread and one "
         "process at a time. Each command ran as its doc prints it, with `seed=N threads=1 "
         "trainer.enable_progress_bar=false hydra.run.dir=...` added. Seconds are upper bounds "
