@@ -353,6 +353,7 @@ def scenario_publication(tmp: Path, publishers: int, rounds: int) -> None:
                             counts[1] += not whole(stored)
                     except FileNotFoundError:
                         counts[1] += 1
+                    time.sleep(0.0005)  # leave the publishers some CPU
 
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
