@@ -149,6 +149,15 @@ def test_intervals_are_the_2_5_and_97_5_percentiles_of_the_same_replicates():
     assert (low, high) == (expected[0], expected[1])
 
 
+def test_drawing_in_chunks_gives_the_draws_of_one_chunk(monkeypatch):
+    import lmgcot.report.stats as stats
+
+    x = np.random.default_rng(1).random(50)  # 50 distinct values: drawn as indices
+    whole = question_means(x, 10, np.random.default_rng(3))
+    monkeypatch.setattr(stats, "CHUNK", 100)  # two replicates a chunk: five chunks
+    assert np.array_equal(question_means(x, 10, np.random.default_rng(3)), whole)
+
+
 def test_the_multinomial_shortcut_resamples_like_drawing_indices():
     rng = np.random.default_rng(0)
     binary = np.array([0.0, 1.0] * 32)  # two distinct values: drawn as multinomial counts
