@@ -121,7 +121,8 @@ BAD_VALUES = {
     "teacher.num_samples=0": "teacher.num_samples",
     "large_lm.error_rate=2": "large_lm.error_rate",
     "reward.weights.task=-1": "reward.weights.task=-1: must be >= 0",
-    "reward.weights.task=0": "reward.weights: all weights are 0",
+    # The default mix (reward=all) has nine weights: start from the one-weight mix.
+    "reward=task reward.weights.task=0": "reward.weights: all weights are 0",
     "reward.scorer=judge": "reward.scorer=auto",  # the simulated large LM cannot judge
     "rl.kl.estimator=k9": "rl.kl.estimator",
     "rl.keep_best_alpha=1.5": "rl.keep_best_alpha=1.5: must be within (0, 1), or null",
@@ -218,7 +219,7 @@ def failing_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("failing")
     bad_json = base / "hotpot_bad.json"
     bad_json.write_text('[{"_id": "a", "question": "Who?", ')
-    args = {override: [override, *QUICK] for override in BAD_VALUES}
+    args = {override: [*override.split(), *QUICK] for override in BAD_VALUES}
     args[MALFORMED] = ["dataset=hotpotqa", f"dataset.path={bad_json}", *TINY_STUDENT]
     outcomes = fork_runs(base, args)
     outcomes[MALFORMED].bad_file = bad_json
