@@ -10,6 +10,7 @@ score), is one the weights do not define.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,7 @@ class SweepObjectiveCheck(Callback):
         try:
             check_sweep_objective(config)
         except ConfigError as err:
-            from lmgcot.cli import fail
-
-            fail(err)
+            # As lmgcot.cli.fail does; the config layer cannot import the CLI above it.
+            for line in str(err).splitlines():
+                print(f"lmgcot: error: {line}", file=sys.stderr)
+            sys.exit(2)
