@@ -242,8 +242,9 @@ def test_fingerprints_change_with_k_and_the_selection_reward(compose_cfg, tmp_pa
     ids=["k", "task", "unknown", "refine", "objective"],
 )
 def test_bad_selection_settings_are_refused_in_one_line_before_any_work(
-    compose_cfg, overrides, message
+    compose_cfg, tmp_path, overrides, message
 ):
+    (tmp_path / "run").mkdir()  # the run directory Hydra would have made, with no student in it
     with pytest.raises(ConfigError) as info:
         check(compose_cfg(*overrides))
     assert str(info.value).count("\n") == 0
