@@ -5,14 +5,16 @@ before others in a batch, the sentence count in reading ease, syllable rules, a 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from conftest import config_group
 
 from lmgcot.data.example import Example, Paragraph
+from lmgcot.errors import ConfigError
 from lmgcot.llm.simulated import SimulatedLargeLM
 from lmgcot.prompts import PromptTemplates
-from lmgcot.rewards import RewardMix
+from lmgcot.rewards import COMPONENTS, RewardMix
 from lmgcot.rewards.aspects import consistency, fluency, naturalness, readability
 from lmgcot.rewards.scorer import RewardScorer
 from lmgcot.rewards.text import WORD_RE, count_syllables, sentences
@@ -105,3 +107,16 @@ def test_a_mix_shows_its_active_weights():
     assert repr(RewardMix({"task": 1, "readability": 0.5, "fluency": 0})) == (
         "RewardMix(task=1, readability=0.5)"
     )
+
+
+def test_a_mix_s_errors_name_the_components():
+    known = ", ".join(COMPONENTS)
+    with pytest.raises(ConfigError, match=re.escape(f"give at least one of {known} a positive")):
+        RewardMix({"task": 0})
+    with pytest.raises(ConfigError, match="^reward.weights: missing; the reward config must map"):
+        RewardMix.from_config({})
+    mix = RewardMix({"task": 1, "readability": 1})
+    with pytest.raises(ValueError, match=re.escape(f"components ['bogus']; known: {known}")):
+        mix.combine({"bogus": [1.0], "task": [1.0], "readability": [1.0]})
+    with pytest.raises(ValueError, match="^active reward components not computed: task, readab"):
+        mix.combine({})
