@@ -232,7 +232,9 @@ def main() -> None:
     if any(a in PLAN_ON for a in sys.argv[1:]):
         from lmgcot.pipeline.plan import main as plan_main
 
-        plan_main([a for a in sys.argv[1:] if a not in PLAN_ON + PLAN_OFF])
+        plan_main(
+            [a for a in sys.argv[1:] if a not in PLAN_ON + PLAN_OFF], CONFIG_DIR, fail, USER_ERRORS
+        )
         return
     sys.argv[1:] = [a for a in sys.argv[1:] if a not in PLAN_OFF]
     sys.argv[1:] = multirun_first(sys.argv[1:])

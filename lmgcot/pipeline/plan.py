@@ -30,7 +30,7 @@ from lmgcot.config.validate import check
 from lmgcot.errors import ConfigError
 from lmgcot.eval import methods as M
 from lmgcot.llm.base import GenerationParams, LargeLM
-from lmgcot.llm.cache import open_cache_reader
+from lmgcot.llm.cache_shards import open_cache_reader
 from lmgcot.llm.dry_run import DryRunLM, StageCount
 from lmgcot.pipeline.builders import build
 from lmgcot.pipeline.checks import check_splits
@@ -331,12 +331,13 @@ def format_plan(report: dict) -> str:
 NEW_RUN_DIR = "${paths.output_dir}/runs/.planned-new-run"
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], config_dir: str, fail, user_errors: tuple) -> None:
     """`lmgcot OVERRIDES plan=true`: compose the config as the run would (Hydra's compose API: no
     run directory), print the plan; a bad value is one `lmgcot: error:` line and exit 2."""
     from hydra import compose, initialize_config_dir
 
-    from lmgcot.cli import CONFIG_DIR, USER_ERRORS, fail
+    # The CLI's config folder and one-line error printer are passed in: this layer is below it.
+    CONFIG_DIR, USER_ERRORS = config_dir, user_errors  # noqa: N806
     from lmgcot.config.threads import use_threads
 
     run_dir = None
