@@ -51,8 +51,8 @@ from fake_api_server import FakeApiServer  # noqa: E402
 from lmgcot.errors import LmgcotError  # noqa: E402
 from lmgcot.llm.anthropic import AnthropicLargeLM  # noqa: E402
 from lmgcot.llm.base import GenerationParams, Request  # noqa: E402
-from lmgcot.llm.cache import CallCache, open_call_cache  # noqa: E402
-from lmgcot.llm.cache_shards import ShardedCallCache  # noqa: E402
+from lmgcot.llm.cache import CallCache  # noqa: E402
+from lmgcot.llm.cache_shards import ShardedCallCache, open_call_cache  # noqa: E402
 from lmgcot.utils.store import shared_stage  # noqa: E402
 
 PARAMS = GenerationParams(max_new_tokens=64)

@@ -21,8 +21,8 @@ from fake_api_server import FakeApiServer
 from omegaconf import OmegaConf
 
 from lmgcot.errors import ConfigError
-from lmgcot.llm.cache import CacheUnusable, CallCache, open_call_cache
-from lmgcot.llm.cache_shards import ShardedCallCache, merge
+from lmgcot.llm.cache import CacheUnusable, CallCache
+from lmgcot.llm.cache_shards import ShardedCallCache, merge, open_call_cache
 from lmgcot.utils import sharedfs
 from lmgcot.utils.store import shared_stage
 
@@ -108,7 +108,7 @@ WORKER = textwrap.dedent(
     import asyncio, contextlib, hashlib, json, sys, urllib.request
     from lmgcot.llm.api import ApiLargeLM
     from lmgcot.llm.base import Completion, GenerationParams
-    from lmgcot.llm.cache import open_call_cache
+    from lmgcot.llm.cache_shards import open_call_cache
 
     class HttpLM(ApiLargeLM):
         backend = "http"

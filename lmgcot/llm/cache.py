@@ -12,7 +12,7 @@ rather than paid for twice. A claim ends when its result is stored or it is rele
 process that died is taken over (at once on the same host, after `claim_timeout_s` from another).
 
 All of this holds for processes on one host. On a network file system (jobs on several machines)
-`open_call_cache` gives the per-writer shards of `lmgcot.llm.cache_shards` instead (docs/cluster.md).
+`lmgcot.llm.cache_shards.open_call_cache` gives its per-writer shards instead (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lmgcot.errors import BackendError
-from lmgcot.utils.sharedfs import shared_mode
 
 
 class CacheUnusable(BackendError):
@@ -59,25 +58,6 @@ def cache_key(**parts) -> str:
     """A stable hash of everything that determines a completion."""
     blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=list)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def open_call_cache(path: str | Path, shared_fs: str = "auto", **kwargs):
-    """The call cache at `path` in the mode its file system needs (`paths.shared_fs`: auto,
-    local, network): this SQLite file for one machine, per-writer shards across machines."""
-    from lmgcot.llm.cache_shards import ShardedCallCache  # it builds on this module
-
-    if shared_mode(Path(path).parent, shared_fs) == "network":
-        return ShardedCallCache(path, **{k: v for k, v in kwargs.items() if k != "timeout_s"})
-    return CallCache(path, **kwargs)
-
-
-def open_cache_reader(path: str | Path, shared_fs: str = "auto"):
-    """A read-only view of the cache at `path` in its file system's mode; None when there is none."""
-    from lmgcot.llm.cache_shards import ShardedCallCache  # it builds on this module
-
-    if shared_mode(Path(path).parent, shared_fs) == "network":
-        return ShardedCallCache.reader(path)
-    return CallCache.reader(path)
 
 
 class CallCache:

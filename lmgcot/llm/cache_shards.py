@@ -31,7 +31,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from lmgcot.llm.cache import CacheCorrupt, CacheUnusable
+from lmgcot.llm.cache import CacheCorrupt, CacheUnusable, CallCache
+from lmgcot.utils.sharedfs import shared_mode
 
 CLOSED = {"closed": True}  # the last line of a shard whose writer closed it
 
@@ -412,6 +413,21 @@ class ShardedCallCache:
                 os.close(self._fd)
                 self._fd = None
             self._close_base()
+
+
+def open_call_cache(path: str | Path, shared_fs: str = "auto", **kwargs):
+    """The call cache at `path` in the mode its file system needs (`paths.shared_fs`: auto,
+    local, network): this SQLite file for one machine, per-writer shards across machines."""
+    if shared_mode(Path(path).parent, shared_fs) == "network":
+        return ShardedCallCache(path, **{k: v for k, v in kwargs.items() if k != "timeout_s"})
+    return CallCache(path, **kwargs)
+
+
+def open_cache_reader(path: str | Path, shared_fs: str = "auto"):
+    """A read-only view of the cache at `path` in its file system's mode; None when there is none."""
+    if shared_mode(Path(path).parent, shared_fs) == "network":
+        return ShardedCallCache.reader(path)
+    return CallCache.reader(path)
 
 
 def merge(cache_dir: str | Path, name: str = "llm_calls.sqlite", idle_s: float = 3600.0) -> str:

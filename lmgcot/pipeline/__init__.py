@@ -24,7 +24,7 @@ from lmgcot.config.validate import check
 from lmgcot.data.base import QADataset
 from lmgcot.eval.methods import METHODS
 from lmgcot.llm.base import LargeLM, stage_summary
-from lmgcot.llm.cache import open_call_cache
+from lmgcot.llm.cache_shards import open_call_cache
 from lmgcot.pipeline.builders import build, build_loggers
 from lmgcot.pipeline.checks import check_splits
 from lmgcot.pipeline.context import RunContext
