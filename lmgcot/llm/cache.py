@@ -60,6 +60,17 @@ def cache_key(**parts) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def select_calls(conn: sqlite3.Connection, keys: Sequence[str]) -> dict[str, dict]:
+    """The stored replies of `keys` in a cache database, in chunks under SQLite's variable limit."""
+    out: dict[str, dict] = {}
+    for start in range(0, len(keys), 500):
+        chunk = list(keys[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(f"SELECT key, value FROM calls WHERE key IN ({marks})", chunk)
+        out.update((k, json.loads(v)) for k, v in rows.fetchall())
+    return out
+
+
 class CallCache:
     mode = "local"
 
@@ -155,16 +166,8 @@ class CallCache:
 
     @_named_if_corrupt
     def get_many(self, keys: Sequence[str]) -> dict[str, dict]:
-        out: dict[str, dict] = {}
         with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
-                    f"SELECT key, value FROM calls WHERE key IN ({marks})", chunk
-                ).fetchall()
-                out.update((k, json.loads(v)) for k, v in rows)
-        return out
+            return select_calls(self._conn, keys)
 
     def get(self, key: str) -> dict | None:
         return self.get_many([key]).get(key)

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from lmgcot.llm.cache import CacheCorrupt, CacheUnusable, CallCache
+from lmgcot.llm.cache import CacheCorrupt, CacheUnusable, CallCache, select_calls
 from lmgcot.utils.sharedfs import shared_mode
 
 CLOSED = {"closed": True}  # the last line of a shard whose writer closed it
@@ -209,15 +209,7 @@ class ShardedCallCache:
     def _from_base(self, keys: Sequence[str]) -> dict[str, dict]:
         if self._base is None or not keys:
             return {}
-        out: dict[str, dict] = {}
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = self._base.execute(
-                f"SELECT key, value FROM calls WHERE key IN ({marks})", chunk
-            ).fetchall()
-            out.update((k, json.loads(v)) for k, v in rows)
-        return out
+        return select_calls(self._base, keys)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict]:
         with self._lock:
