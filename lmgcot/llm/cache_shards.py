@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lmgcot.llm.cache import CacheCorrupt, CacheUnusable, CallCache, select_calls
-from lmgcot.utils.sharedfs import shared_mode
+from lmgcot.utils.sharedfs import break_claim, dead_here, shared_mode
 
 CLOSED = {"closed": True}  # the last line of a shard whose writer closed it
 
@@ -298,12 +298,7 @@ class ShardedCallCache:
                 if not self._stale(holder):
                     return False
                 # Move the dead claim aside; of several takers one rename succeeds.
-                aside = path.with_name(f"{key}.{uuid.uuid4().hex[:8]}.stale")
-                try:
-                    os.rename(path, aside)
-                    os.unlink(aside)
-                except FileNotFoundError:
-                    pass
+                break_claim(path)
                 continue
             with os.fdopen(fd, "w") as handle:
                 json.dump({"owner": self.owner, "host": self.host, "pid": os.getpid()}, handle)
@@ -327,14 +322,7 @@ class ShardedCallCache:
         return holder
 
     def _stale(self, holder: dict) -> bool:
-        if holder.get("host") == self.host and "pid" in holder:
-            try:
-                os.kill(int(holder["pid"]), 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                pass
-        return time.time() - holder["at"] > self.claim_timeout_s
+        return dead_here(holder, self.host) or time.time() - holder["at"] > self.claim_timeout_s
 
     def held_elsewhere(self, keys: Sequence[str]) -> list[str]:
         with self._lock:

@@ -12,6 +12,8 @@ run refuses them before any paid work unless told otherwise. See docs/cluster.md
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from pathlib import Path
 
 from lmgcot.errors import ConfigError
@@ -121,3 +123,28 @@ def check_shared_paths(paths: dict[str, str | Path | None], setting: str = "auto
                 f"point {key} at a local disk or a POSIX network file system (NFS, Lustre, GPFS), "
                 f"or set {SETTING}=network to use it anyway"
             )
+
+
+def dead_here(holder: dict, host: str | None = None) -> bool:
+    """Whether an exclusive file's holder ({"host", "pid"}) is a process of this host that has
+    ended; a holder on another host is never judged dead here."""
+    if holder.get("host") != (host or socket.gethostname()) or "pid" not in holder:
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
+def break_claim(path: Path) -> None:
+    """Remove a dead holder's exclusive file: moved aside first, so that of several processes
+    taking it over one rename succeeds and none removes a newer holder's file."""
+    aside = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.stale")
+    try:
+        os.rename(path, aside)
+        os.unlink(aside)
+    except FileNotFoundError:
+        pass

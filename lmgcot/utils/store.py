@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmgcot.utils.sharedfs import break_claim, dead_here
+
 LEASE_STALE_S = (
     300.0  # a lease file unchanged this long (its holder touches it every quarter) is dead
 )
@@ -115,13 +117,8 @@ def _wait_or_lead(
             now = time.monotonic()
             if seen is None or seen[0] != holder["mtime"]:
                 seen = (holder["mtime"], now)
-            if _dead_here(holder) or now - seen[1] > stale_s:
-                aside = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.stale")
-                try:
-                    os.rename(path, aside)
-                    os.unlink(aside)
-                except FileNotFoundError:
-                    pass
+            if dead_here(holder) or now - seen[1] > stale_s:
+                break_claim(path)
                 seen = None
                 continue
             time.sleep(poll_s)
@@ -142,18 +139,6 @@ def _holder(path: Path) -> dict:
     except ValueError:
         holder = {}  # being written this instant
     return {**holder, "mtime": mtime}
-
-
-def _dead_here(holder: dict) -> bool:
-    if holder.get("host") != socket.gethostname() or "pid" not in holder:
-        return False
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass
-    return False
 
 
 def _link_or_copy(src: str, dst: str) -> None:
