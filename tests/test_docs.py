@@ -31,6 +31,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from lmgcot.artifacts import RunDir
 from lmgcot.cli import CONFIG_DIR
 from lmgcot.config.validate import check
 
@@ -112,7 +113,12 @@ def missing_paths(page: str, root: Path = REPO) -> list[str]:
     """Repository paths named in inline code outside code blocks that do not exist."""
     prose, _ = _prose_and_code((root / page).read_text(encoding="utf-8"))
     spans = re.findall(r"`([^`\s]+)`", "\n".join(prose))
-    return [f"{s}: no such path" for s in spans if REPO_PATH.match(s) and not (root / s).exists()]
+    # outputs/ holds what runs write: a fresh clone has none of it, so only its name is checked.
+    return [
+        f"{s}: no such path"
+        for s in spans
+        if REPO_PATH.match(s) and not s.startswith("outputs/") and not (root / s).exists()
+    ]
 
 
 def commands(page: str, root: Path = REPO) -> list[tuple[str, bool]]:
@@ -160,8 +166,11 @@ def command_problem(line: str, needs: bool, tmp: Path) -> str | None:
     try:
         overrides = overrides_of(line)
         run_dir = next(
-            (o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")), tmp
+            (o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")), "run"
         )
+        # Under tmp, as in a fresh clone: an earlier run of this checkout must not make a line
+        # pass that needs one (mark it `# needs data`).
+        run_dir = tmp / run_dir.lstrip("/")
         cfg = compose("config", overrides=[f"paths.run_dir={run_dir}", *overrides])
         if not needs:
             check(cfg)
@@ -210,7 +219,8 @@ SELF_TEST_PAGE = """# A page
 
 [fine](sub/b.md) [fine too](#a-page) [web](https://example.org/x) `[in code](nope.md)`
 [gone](nope.md) [bad anchor](sub/b.md#nowhere) [good anchor](sub/b.md#the-b-page)
-Paths: `docs/b.md` and `docs/gone.md`, not `docs/<page>.md` nor `some/where.md`.
+Paths: `docs/b.md` and `docs/gone.md`, not `docs/<page>.md` nor `some/where.md`; a run writes
+`outputs/cache/calls.sqlite`.
 
 ```bash
 lmgcot experiment=smoke                      # composes and passes the check
@@ -221,12 +231,18 @@ lmgcot rl.algorithm=a2c
 lmgcot stages=[evaluate] hydra.run.dir=/nonexistent     # needs data
 lmgcot stages=[evaluate] \\
   hydra.run.dir=/nonexistent
+lmgcot stages=[evaluate] hydra.run.dir=outputs/earlier
 [fine](not/a/link.md)
 ```
 """
 
 
-def test_the_checks_catch_what_they_are_for(hydra_app, tmp_path):
+def test_the_checks_catch_what_they_are_for(hydra_app, tmp_path, monkeypatch):
+    # An earlier run in the working directory does not make a command pass that needs one.
+    (tmp_path / "clone").mkdir()
+    monkeypatch.chdir(tmp_path / "clone")
+    for stage in ("distill", "refine"):
+        RunDir(Path("outputs/earlier")).stage(stage).mark_done("earlier")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.md").write_text("# The B page\n", encoding="utf-8")
     (tmp_path / "docs").mkdir()
@@ -238,11 +254,12 @@ def test_the_checks_catch_what_they_are_for(hydra_app, tmp_path):
     ]
     assert missing_paths("a.md", tmp_path) == ["docs/gone.md: no such path"]
     found = commands("a.md", tmp_path)
-    assert [needs for _, needs in found] == [False, False, False, False, False, True, False]
+    assert [needs for _, needs in found] == [False] * 5 + [True, False, False]
     failing = [line for line, needs in found if command_problem(line, needs, tmp_path)]
     assert failing == [
         "lmgcot nope.key=1",
         "lmgcot studnet=tiny",
         "lmgcot rl.algorithm=a2c",
         "lmgcot stages=[evaluate] hydra.run.dir=/nonexistent",
+        "lmgcot stages=[evaluate] hydra.run.dir=outputs/earlier",
     ]
