@@ -38,7 +38,6 @@ def anthropic_run(root: Path, server: FakeApiServer, run: str, *extra: str):
         "large_lm.model=claude-test",
         "large_lm.batch_stages=[teacher,evaluate]",
         "large_lm.batch_poll_s=0.05",
-        "logger=wandb",
         f"hydra.run.dir={root / run}",
         *extra,
     ]
@@ -49,7 +48,7 @@ def test_an_anthropic_run_leaks_no_key_batches_bulk_work_and_reruns_from_the_cac
     tmp_path, simulated_api, monkeypatch
 ):
     monkeypatch.setattr("test_cli._env", lambda root: {**_env(root), "ANTHROPIC_API_KEY": KEY})
-    proc = anthropic_run(tmp_path, simulated_api, "first")
+    proc = anthropic_run(tmp_path, simulated_api, "first", "logger=wandb")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "first" / "results.json").read_text())
     llm = results["llm"]

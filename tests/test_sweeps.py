@@ -4,7 +4,9 @@ the offline default; a real multirun shares its teacher and student and groups i
 from __future__ import annotations
 
 import json
+import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,10 @@ import yaml
 from conftest import FAST, SMALL_SYNTHETIC, TINY_STUDENT
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from test_cli import QUICK, lmgcot
+from test_cli import LMGCOT, QUICK, TIMEOUT_S, _env, lmgcot
 
 from lmgcot.cli import CONFIG_DIR, lookup
+from lmgcot.config.threads import USER_SETTING, usable_cores
 from lmgcot.pipeline import run
 
 SWEEPS_DIR = Path(CONFIG_DIR) / "sweep"
@@ -22,6 +25,7 @@ SWEEPS = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 # Grid sweeps (the basic sweeper); `optuna` searches instead and is tested on its own.
 GRID_SWEEPS = [s for s in SWEEPS if s != "optuna"]
 # What stands in, offline, for the pieces a sweep sets that need weights, data files or a key.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", USER_SETTING)
 OFFLINE = ["dataset=synthetic", "large_lm=simulated", "student=tiny", "trainer=default"]
 
 
@@ -120,11 +124,20 @@ def test_a_sweep_multirun_shares_its_teacher_and_student_and_groups_wandb(tmp_pa
         assert b"reward_mix" in wandb_file.read_bytes()  # the W&B group
 
 
-def _reward_pair(tmp_path: Path, *extra: str) -> Path:
+def _reward_pair(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Path:
     """Run two jobs of reward_mix (task and rationale, seed 0) through the CLI; the sweep dir."""
-    proc = lmgcot(
-        tmp_path, "-m", "+sweep=reward_mix", "reward=task,rationale", "seed=0", *extra, *QUICK
-    )
+    args = ["-m", "+sweep=reward_mix", "reward=task,rationale", "seed=0", *QUICK, *extra]
+    if env is None:
+        proc = lmgcot(tmp_path, *args)
+    else:
+        proc = subprocess.run(
+            [*LMGCOT, *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [sweep_dir] = (tmp_path / "outputs" / "multirun" / "reward_mix").glob("*/*")
     return sweep_dir
@@ -164,8 +177,16 @@ def test_a_bad_objective_is_one_line(tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_parallel_jobs_with_the_joblib_launcher_share_the_teacher(tmp_path):
-    sweep_dir = _reward_pair(tmp_path, "hydra/launcher=parallel", "hydra.launcher.n_jobs=2")
+def test_parallel_jobs_with_the_joblib_launcher_share_the_teacher_and_split_the_cores(tmp_path):
+    # No thread count from the environment: each job chooses its own share of the cores.
+    env = {k: v for k, v in _env(tmp_path).items() if k not in THREAD_VARIABLES}
+    sweep_dir = _reward_pair(
+        tmp_path,
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "stages=[teacher,distill]",
+        env=env,
+    )
     jobs = _job_results(sweep_dir)
     assert len(jobs) == 2
     teacher_calls = [j["llm"]["by_stage"].get("teacher", {}).get("calls", 0) for j in jobs]
@@ -173,6 +194,13 @@ def test_parallel_jobs_with_the_joblib_launcher_share_the_teacher(tmp_path):
     n_prompts = sum(jobs[0]["teacher"][split]["rationales"] for split in ("train", "val"))
     assert sorted(teacher_calls) == [0, n_prompts]
     assert jobs[0]["distill"] == jobs[1]["distill"]
+    cores = usable_cores()
+    expected = max(1, cores // 2)
+    for job, results in enumerate(jobs):
+        assert results["setup"]["threads"] == expected
+        log = (sweep_dir / str(job) / "lmgcot.log").read_text()
+        found = re.findall(r"threads: (\d+) \((.*)\)", log)
+        assert found == [(str(expected), f"{cores} usable cores / 2 jobs at once")]
 
 
 @pytest.mark.e2e
@@ -183,7 +211,10 @@ def test_the_slurm_launcher_composes_and_submitit_runs_the_jobs_locally(tmp_path
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.gpus_per_node == 1 and launcher.timeout_min > 0
     sweep_dir = _reward_pair(
-        tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"
+        tmp_path,
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "stages=[teacher]",
     )
     assert len(_job_results(sweep_dir)) == 2
     assert (sweep_dir / ".submitit").is_dir()

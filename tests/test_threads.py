@@ -1,17 +1,13 @@
 """The `threads` setting: how the count is chosen, that it reaches torch, that no fingerprint holds
-it, and that the joblib launcher's jobs split the cores between them."""
+it (that the joblib launcher's jobs split the cores between them: tests/test_sweeps.py)."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import subprocess
 
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_cli import LMGCOT, QUICK, TIMEOUT_S, _env
 
 from lmgcot.config.threads import USER_SETTING, choose, jobs_at_once, usable_cores, use_threads
 from lmgcot.config.validate import check
@@ -95,26 +91,3 @@ def test_no_stage_fingerprint_holds_threads(compose_cfg):
     automatic, pinned = compose_cfg("threads=null"), compose_cfg("threads=3")
     for name, stage in STAGES.items():
         assert stage.fingerprint(automatic) == stage.fingerprint(pinned), name
-
-
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_parallel_launcher_jobs_split_the_cores(tmp_path):
-    env = _env(tmp_path)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", USER_SETTING):
-        env.pop(var, None)
-    args = ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "seed=0,1", *QUICK]
-    args += ["stages=[teacher,distill]", "print_results=false", "sweep_name=threads"]
-    proc = subprocess.run(
-        [*LMGCOT, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [sweep_dir] = (tmp_path / "outputs" / "multirun" / "threads").glob("*/*")
-    cores = usable_cores()
-    expected = max(1, cores // 2)
-    for job in ("0", "1"):
-        results = json.loads((sweep_dir / job / "results.json").read_text())
-        assert results["setup"]["threads"] == expected
-        log = (sweep_dir / job / "lmgcot.log").read_text()
-        found = re.findall(r"threads: (\d+) \((.*)\)", log)
-        assert found == [(str(expected), f"{cores} usable cores / 2 jobs at once")]

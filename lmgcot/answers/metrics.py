@@ -7,7 +7,7 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 
-_PUNCTUATION = frozenset(string.punctuation)
+_DROP_PUNCTUATION = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 # Answers where partial token overlap means nothing: "yes it is" is not half right against "yes".
 _SPECIAL = frozenset({"yes", "no", "noanswer"})
@@ -20,7 +20,7 @@ def normalize_answer(s: str) -> str:
     `string.punctuation` is removed, so non-ASCII letters and symbols survive unchanged.
     """
     s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCTUATION)
+    s = s.translate(_DROP_PUNCTUATION)
     s = _ARTICLES.sub(" ", s)
     return " ".join(s.split())
 
