@@ -224,6 +224,22 @@ def multirun_first(argv: list[str]) -> list[str]:
     ]
 
 
+# Hydra's modes that print instead of running: one of them, or -m, per command.
+SHOW_FLAGS = ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
+
+
+def check_modes(argv: list[str]) -> None:
+    """-m with --cfg/--info is Hydra's ValueError with a traceback: one line instead."""
+    shown = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] in SHOW_FLAGS]
+    if shown and any(a in MULTIRUN_FLAGS for a in argv):
+        fail(
+            ConfigError(
+                f"{shown[0]} shows one job's config and cannot be combined with -m: drop -m "
+                "(the sweep's values are under hydra.sweeper.params in `--cfg hydra`)"
+            )
+        )
+
+
 # `plan=true` (read here, before Hydra): print what the run would send and cost, send nothing.
 PLAN_ON, PLAN_OFF = ("plan=true", "plan=True"), ("plan=false", "plan=False")
 
@@ -237,6 +253,7 @@ def main() -> None:
         )
         return
     sys.argv[1:] = [a for a in sys.argv[1:] if a not in PLAN_OFF]
+    check_modes(sys.argv[1:])
     sys.argv[1:] = multirun_first(sys.argv[1:])
     remember_user_setting()  # before a launcher's workers get an OMP_NUM_THREADS of their own
     with _one_line_composition_errors():

@@ -1,4 +1,5 @@
-"""The real `lmgcot` console script in subprocesses: help, --cfg, errors as one line, a full run.
+"""The real `lmgcot` command (`lmgcot.cli.main`, forked from a process that has done the imports:
+tests/forkserver.py): help, --cfg, errors as one line, a full run.
 
 Every run gets its own output root (LMGCOT_ROOT and cwd in a tmp dir) and an offline environment.
 """
@@ -13,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import forkserver
 import pytest
 import yaml
 from conftest import TINY_STUDENT
@@ -57,16 +59,13 @@ def _start(root: Path, *args: str) -> subprocess.Popen:
     )
 
 
-def lmgcot(root: Path, *args: str) -> subprocess.CompletedProcess:
+def lmgcot(
+    root: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`lmgcot *args` in `root` with the offline environment (or `env`), forked from a process
+    that has done the imports (tests/forkserver.py)."""
     root.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        [*LMGCOT, *args],
-        cwd=root,
-        env=_env(root),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
+    return forkserver.run(LMGCOT, list(args), root, _env(root) if env is None else env, TIMEOUT_S)
 
 
 # -- Hydra's own handling: no pipeline code runs ------------------------------------------------

@@ -11,6 +11,7 @@ from fake_api_server import FakeApiServer
 from test_cli import QUICK, lmgcot
 from test_data_official import good_record
 
+from lmgcot.cli import check_modes
 from lmgcot.data.example import Splits
 from lmgcot.data.hotpotqa import HotpotQA
 from lmgcot.errors import ConfigError, LmgcotError
@@ -183,3 +184,22 @@ def test_quick_sits_between_smoke_and_the_default(compose_cfg):
     assert quick[2] == full[2]
     # Every dataset takes it, as smoke: it sets only keys they all have.
     assert size("experiment=quick", "dataset=hotpotqa")[1] == quick[1]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "argv",
+    [["-m", "seed=0,1", "--cfg", "hydra"], ["--cfg=job", "seed=0,1", "--multirun"], ["-m", "-i"]],
+)
+def test_multirun_with_a_show_flag_is_one_line_not_hydras_traceback(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        check_modes(argv)
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("lmgcot: error: -") and "cannot be combined with -m" in line
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("argv", [["--cfg", "job", "seed=0"], ["-m", "seed=0,1"], []])
+def test_a_show_flag_or_multirun_alone_passes(argv):
+    check_modes(argv)

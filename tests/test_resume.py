@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import forkserver
 import pytest
 from conftest import TINY_STUDENT
 
@@ -63,7 +64,7 @@ def test_killed_run_resumes_in_the_same_run_directory(tmp_path: Path):
     teacher_rows = (run_dir / "teacher" / "train.jsonl").read_text()
 
     # The same command again: it finds the run directory and carries on.
-    done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=HANG_S)
+    done = forkserver.run(args[:3], args[3:], Path.cwd(), ENV, HANG_S)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert (run_dir / "teacher" / "train.jsonl").read_text() == teacher_rows
@@ -118,7 +119,7 @@ def test_killed_refine_stage_resumes_from_its_step_with_the_kl_state(tmp_path: P
     saved_step, saved_coef = saved["global_step"], saved["kl_controller"]["value"]
     assert 0 < saved["rollouts_done"] < rollouts and saved_coef < 0.05
 
-    done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=HANG_S)
+    done = forkserver.run(args[:3], args[3:], Path.cwd(), ENV, HANG_S)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "refine: resumed from" in (run_dir / "lmgcot.log").read_text()
     results = json.loads((run_dir / "results.json").read_text())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import yaml
 from conftest import FAST, SMALL_SYNTHETIC, TINY_STUDENT
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from test_cli import LMGCOT, QUICK, TIMEOUT_S, _env, lmgcot
+from test_cli import QUICK, _env, lmgcot
 
 from lmgcot.cli import CONFIG_DIR, lookup
 from lmgcot.config.threads import USER_SETTING, usable_cores
@@ -127,17 +126,7 @@ def test_a_sweep_multirun_shares_its_teacher_and_student_and_groups_wandb(tmp_pa
 def _reward_pair(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Path:
     """Run two jobs of reward_mix (task and rationale, seed 0) through the CLI; the sweep dir."""
     args = ["-m", "+sweep=reward_mix", "reward=task,rationale", "seed=0", *QUICK, *extra]
-    if env is None:
-        proc = lmgcot(tmp_path, *args)
-    else:
-        proc = subprocess.run(
-            [*LMGCOT, *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-        )
+    proc = lmgcot(tmp_path, *args, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [sweep_dir] = (tmp_path / "outputs" / "multirun" / "reward_mix").glob("*/*")
     return sweep_dir
