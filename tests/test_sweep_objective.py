@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from test_cli import QUICK, lmgcot
 
 from lmgcot.cli import CONFIG_DIR, lookup
-from lmgcot.config.sweep_objective import check_sweep_objective
+from lmgcot.config.sweep_objective import check_launcher, check_sweep_objective
 from lmgcot.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -208,3 +208,38 @@ def test_two_trials_that_only_move_weight_onto_a_high_aspect_tie_on_the_new_obje
     # rollout (val_every 3 of 2), refine evaluates them once more so the objective has a value.
     final = trial("coherence", 2, "rl.keep_best=false", "rl.val_every=3")
     assert final["refine"]["selected"] == "rl" and isinstance(lookup(final, NEW), float)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refusal"),
+    [
+        (
+            ["hydra/launcher=parallel", "hydra.launcher.n_jobs=0"],
+            "hydra.launcher.n_jobs=0: must be a non-zero whole number",
+        ),
+        (
+            ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=0"],
+            "hydra.launcher.timeout_min=0: must be a whole number >= 1",
+        ),
+        (
+            ["hydra/launcher=slurm", "hydra.launcher.tasks_per_node=0"],
+            "hydra.launcher.tasks_per_node=0: must be a whole number >= 1",
+        ),
+    ],
+)
+def test_a_launcher_setting_the_launcher_would_refuse_is_one_line(overrides, refusal):
+    with pytest.raises(ConfigError, match=refusal.replace("[", r"\[")):
+        check_launcher(_compose(*overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["hydra/launcher=parallel", "hydra.launcher.n_jobs=-1"],
+        ["hydra/launcher=submitit_local"],
+        ["hydra/launcher=slurm"],
+    ],
+)
+def test_the_shipped_launchers_and_joblibs_minus_one_pass(overrides):
+    check_launcher(_compose(*overrides))

@@ -70,6 +70,43 @@ def check_sweep_objective(cfg: DictConfig) -> None:
             )
 
 
+# Launcher settings that must be whole counts of at least this much, where the launcher has them;
+# past them joblib and submitit fail with a traceback when the sweep starts.
+SUBMITIT_MINIMUMS = {
+    "timeout_min": 1,
+    "nodes": 1,
+    "tasks_per_node": 1,
+    "cpus_per_task": 1,
+    "gpus_per_node": 0,
+    "mem_gb": 1,
+}
+
+
+def check_launcher(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line) for a launcher setting the launcher would refuse with a
+    traceback: joblib's n_jobs=0, submitit's non-positive counts and time."""
+    launcher = OmegaConf.select(cfg, "hydra.launcher", default=None)
+    if launcher is None:
+        return
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        n = launcher.get("n_jobs")
+        if isinstance(n, bool) or not isinstance(n, int) or n == 0:
+            raise ConfigError(
+                f"hydra.launcher.n_jobs={n}: must be a non-zero whole number (jobs at once; "
+                "-1: one per core)"
+            )
+    if "submitit" in target:
+        for key, minimum in SUBMITIT_MINIMUMS.items():
+            value = launcher.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(
+                    f"hydra.launcher.{key}={value}: must be a whole number >= {minimum}"
+                )
+
+
 def varied_keys(cfg: DictConfig) -> list[str]:
     """Config keys the multirun varies: the sweeper's `params` and the command line's sweep
     overrides (`key=a,b`, `key=interval(0,1)`), which Hydra's sweepers both search."""
@@ -87,11 +124,13 @@ def _covers(prefix: str, key: str) -> bool:
 
 
 class SweepObjectiveCheck(Callback):
-    """Hydra callback (conf/config.yaml): refuses such a sweep at multirun start, before the
-    sweeper launches a job. Hydra turns a callback's exceptions into warnings, so it exits here."""
+    """Hydra callback (conf/config.yaml): refuses such a sweep, or a launcher setting the launcher
+    would refuse with a traceback, at multirun start, before the sweeper launches a job. Hydra
+    turns a callback's exceptions into warnings, so it exits here."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
+            check_launcher(config)
             check_sweep_objective(config)
         except ConfigError as err:
             # As lmgcot.cli.fail does; the config layer cannot import the CLI above it.
