@@ -12,10 +12,24 @@ from conftest import config_group
 
 from lmgcot.data.example import Example, Paragraph
 from lmgcot.errors import ConfigError
+from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request
 from lmgcot.llm.simulated import SimulatedLargeLM
 from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards import COMPONENTS, RewardMix
-from lmgcot.rewards.aspects import consistency, fluency, naturalness, readability
+from lmgcot.rewards.aspects import (
+    ASPECT_DESCRIPTIONS,
+    consistency,
+    fluency,
+    naturalness,
+    readability,
+)
+from lmgcot.rewards.judge import (
+    JudgeParseError,
+    build_judge_prompt,
+    judge_components,
+    judge_scores,
+    parse_judge_reply,
+)
 from lmgcot.rewards.scorer import RewardScorer
 from lmgcot.rewards.text import WORD_RE, count_syllables, sentences
 
@@ -120,3 +134,152 @@ def test_a_mix_s_errors_name_the_components():
         mix.combine({"bogus": [1.0], "task": [1.0], "readability": [1.0]})
     with pytest.raises(ValueError, match="^active reward components not computed: task, readab"):
         mix.combine({})
+
+
+# -- the judge -------------------------------------------------------------------------------------
+
+TWO_PARAGRAPHS = Example(
+    id="edge-2",
+    question="Where was Alice Smith born?",
+    answer="Paris",
+    context=(
+        Paragraph("Alice Smith", ("Alice Smith was born in Paris.",)),
+        Paragraph("Paris", ("Paris is in France.",)),
+    ),
+)
+JUDGE_ASPECTS = (
+    "factuality",
+    "relevance",
+    "logicality",
+    "consistency",
+    "coherence",
+    "fluency",
+    "naturalness",
+    "readability",
+)
+
+
+def judge_prompt_text(context: str, rationale: str) -> str:
+    aspects = "".join(f"- {name}: {ASPECT_DESCRIPTIONS[name]}\n" for name in JUDGE_ASPECTS)
+    lines = "".join(f"{name}: N\n" for name in JUDGE_ASPECTS)
+    return (
+        "You are grading a rationale written to help answer a multi-hop question. Rate the "
+        "rationale on each aspect below, from 1 (very poor) to 5 (excellent).\n\n"
+        f"Aspects:\n{aspects}\n"
+        f"Context:\n{context}\n\n"
+        "Question: Where was Alice Smith born?\n"
+        f"Rationale: {rationale}\n\n"
+        "Reply with exactly 8 lines and nothing else, one per aspect, in this format, where N is "
+        f"a whole number from 1 to 5:\n{lines}"
+    )
+
+
+def test_the_judge_prompt_word_for_word_with_its_context_cut_and_an_empty_rationale():
+    full = "[Alice Smith] Alice Smith was born in Paris.\n[Paris] Paris is in France."
+    assert build_judge_prompt(TWO_PARAGRAPHS, "Alice was\n born  there.") == judge_prompt_text(
+        full, "Alice was born there."
+    )
+    # Cut to the first max_context_chars characters; a context of exactly that length is whole.
+    assert build_judge_prompt(TWO_PARAGRAPHS, " \n ", 40) == judge_prompt_text(full[:40], "(empty)")
+    assert build_judge_prompt(TWO_PARAGRAPHS, "x", len(full)) == judge_prompt_text(full, "x")
+
+
+def test_a_judge_parse_error_shows_the_reply_on_one_line_cut_at_120_characters():
+    reply = "  Sure.\nfactuality: 9\n" + "x" * 200 + "\n"
+    with pytest.raises(JudgeParseError) as info:
+        parse_judge_reply(reply)
+    preview = ("Sure. | factuality: 9 | " + "x" * 200)[:120]
+    assert str(info.value) == (
+        f"judge reply could not be parsed: factuality: score 9 is outside 1-5 (reply: {preview!r})"
+    )
+    assert info.value.problem == "factuality: score 9 is outside 1-5" and info.value.reply == reply
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("fluency: 4.5", "fluency: score 4.5 is not a whole number"),
+        ("fluency: 4/10", "fluency: score 4/10 is not out of 5"),
+        ("fluency: 6", "fluency: score 6 is outside 1-5"),
+        ("fluency: 2", "fluency: given twice with different scores (1 and 2)"),
+    ],
+)
+def test_judge_parse_problems_word_for_word(line, problem):
+    reply = "\n".join(f"{name}: 1" for name in JUDGE_ASPECTS) + f"\n{line}"
+    with pytest.raises(JudgeParseError) as info:
+        parse_judge_reply(reply)
+    assert info.value.problem == problem
+
+
+def test_the_judge_s_scale_ends_are_scores_and_a_score_out_of_5_is_read():
+    reply = "\n".join(f"{name}: {5 if i % 2 else 1}/5" for i, name in enumerate(JUDGE_ASPECTS))
+    assert parse_judge_reply(reply) == {
+        name: 5 if i % 2 else 1 for i, name in enumerate(JUDGE_ASPECTS)
+    }
+    missing = "\n".join(f"{name}: 3" for name in JUDGE_ASPECTS[2:5])
+    with pytest.raises(JudgeParseError) as info:
+        parse_judge_reply(missing)
+    assert info.value.problem == (
+        "no score for factuality, relevance, fluency, naturalness, readability"
+    )
+
+
+class RecordingJudge(LargeLM):
+    """Rates a rationale 4 on every aspect unless it says "junk" (then: no usable reply);
+    records every request."""
+
+    backend = "recording-judge"
+
+    def __init__(self):
+        super().__init__("recording-judge")
+        self.requests: list[Request] = []
+
+    def _complete(self, requests: list[Request]) -> list[Completion]:
+        self.requests += requests
+        good = "\n".join(f"{name}: 4" for name in JUDGE_ASPECTS)
+        return [
+            Completion("junk in, junk out" if "Rationale: junk" in r.prompt else good)
+            for r in requests
+        ]
+
+
+def test_judge_scores_ask_once_per_rationale_with_greedy_64_token_params_by_default():
+    lm = RecordingJudge()
+    scores, failures = judge_scores([TWO_PARAGRAPHS] * 2, ["A.", "B."], lm)
+    assert failures == [] and scores == [dict.fromkeys(JUDGE_ASPECTS, 0.75)] * 2
+    assert [r.prompt for r in lm.requests] == [
+        build_judge_prompt(TWO_PARAGRAPHS, "A."),
+        build_judge_prompt(TWO_PARAGRAPHS, "B."),
+    ]
+    assert {r.params for r in lm.requests} == {GenerationParams(max_new_tokens=64)}
+    # Given params and a context limit are what the requests carry.
+    lm = RecordingJudge()
+    params = GenerationParams(max_new_tokens=9, temperature=0.5)
+    judge_scores([TWO_PARAGRAPHS], ["A."], lm, params, max_context_chars=12)
+    assert [(r.prompt, r.params) for r in lm.requests] == [
+        (build_judge_prompt(TWO_PARAGRAPHS, "A.", 12), params)
+    ]
+
+
+def test_an_unusable_judge_reply_first_in_a_batch_leaves_the_rest_scored():
+    lm = RecordingJudge()
+    scores, failures = judge_scores([EXAMPLE, TWO_PARAGRAPHS], ["junk.", "Fine."], lm)
+    assert scores == [None, dict.fromkeys(JUDGE_ASPECTS, 0.75)]
+    assert failures == [
+        {
+            "index": 0,
+            "id": "edge-1",
+            "reply": "junk in, junk out",
+            "problem": "no score for " + ", ".join(JUDGE_ASPECTS),
+        }
+    ]
+    assert judge_components(scores)["readability"] == [None, 0.75]
+
+
+def test_judge_scores_of_nothing_make_no_call_and_misaligned_inputs_are_named():
+    lm = RecordingJudge()
+    assert judge_scores([], [], lm) == ([], [])
+    assert lm.requests == [] and lm.usage.calls == 0
+    with pytest.raises(ValueError, match="^1 rationales for 2 examples$"):
+        judge_scores([EXAMPLE, EXAMPLE], ["A."], lm)
+    assert lm.requests == []

@@ -8,10 +8,11 @@ import json
 import pytest
 from conftest import config_group
 from fake_api_server import FakeApiServer
+from test_rewards import EXAMPLE
 
 from lmgcot.data.synthetic import SyntheticMultiHop
 from lmgcot.errors import BackendError, ConfigError
-from lmgcot.llm.base import Completion, LargeLM, Request
+from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request
 from lmgcot.llm.cache import CallCache
 from lmgcot.llm.openai import OpenAILargeLM
 from lmgcot.llm.simulated import SimulatedLargeLM
@@ -205,3 +206,120 @@ def test_judge_scorer_through_the_openai_client(bridge_examples, tmp_path):
 
 def test_mean_scores_leave_out_missing_values():
     assert mean_scores({"a": [1.0, None, 0.0], "b": [None, None]}) == {"a": 0.5}
+
+
+# -- what a scorer asks the large LM, and with which settings --------------------------------------
+
+
+class Recorder(LargeLM):
+    """Answers every guided prompt "Paris France" and rates every rationale 4 on every aspect;
+    records each request, so a test can see which calls a scorer makes and with what."""
+
+    backend = "recorder"
+
+    def __init__(self):
+        super().__init__("recorder")
+        self.requests: list[Request] = []
+
+    def _complete(self, requests: list[Request]) -> list[Completion]:
+        self.requests += requests
+        rating = "\n".join(f"{name}: 4" for name in ASPECTS)
+        return [
+            Completion(rating if r.prompt.startswith(JUDGE_PREFIX) else "Paris France")
+            for r in requests
+        ]
+
+    def kinds(self) -> list[str]:
+        return ["judge" if r.prompt.startswith(JUDGE_PREFIX) else "guided" for r in self.requests]
+
+
+RATIONALE = "Alice Smith was born in Paris."
+
+
+def test_the_task_reward_uses_the_scorer_s_metric_and_answer_token_budget():
+    lm = Recorder()
+    comps, _ = RewardScorer(RewardMix({"task": 1.0}), lm, PROMPTS).components(
+        [EXAMPLE], [RATIONALE]
+    )
+    # The defaults: exact match (0 for "Paris France" against "Paris") and 32 answer tokens.
+    assert comps == {"task": [0.0]}
+    assert [r.params for r in lm.requests] == [GenerationParams(max_new_tokens=32)]
+    lm = Recorder()
+    scorer = RewardScorer(
+        RewardMix({"task": 1.0}), lm, PROMPTS, task_metric="f1", answer_max_new_tokens=7
+    )
+    comps, _ = scorer.components([EXAMPLE], [RATIONALE])
+    assert comps == {"task": [pytest.approx(2 / 3)]}
+    assert [r.params for r in lm.requests] == [GenerationParams(max_new_tokens=7)]
+
+
+def test_the_judge_gets_the_scorer_s_token_budget_and_context_limit():
+    mix = RewardMix({"factuality": 1.0})
+    lm = Recorder()
+    comps, _ = RewardScorer(mix, lm, PROMPTS, scorer="judge").components([EXAMPLE], [RATIONALE])
+    assert comps == {"factuality": [0.75], WELLFORMED: [1.0]}
+    assert [(r.prompt, r.params) for r in lm.requests] == [
+        (build_judge_prompt(EXAMPLE, RATIONALE), GenerationParams(max_new_tokens=64))
+    ]
+    lm = Recorder()
+    scorer = RewardScorer(
+        mix, lm, PROMPTS, scorer="judge", judge_max_new_tokens=9, judge_max_context_chars=12
+    )
+    scorer.components([EXAMPLE], [RATIONALE])
+    assert [(r.prompt, r.params) for r in lm.requests] == [
+        (build_judge_prompt(EXAMPLE, RATIONALE, 12), GenerationParams(max_new_tokens=9))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("scorer", "names", "kinds"),
+    [
+        # Measured aspects other than consistency need no large-LM call at all.
+        ("auto", ["readability", "coherence"], []),
+        ("auto", ["consistency"], ["guided"]),
+        ("auto", ["task", "consistency"], ["guided"]),
+        # The judge rates consistency itself: no guided answer is asked for.
+        ("judge", ["consistency"], ["judge"]),
+        ("judge", ["task"], ["guided"]),
+        ("judge", ["task", "readability"], ["guided", "judge"]),
+    ],
+)
+def test_a_scorer_makes_only_the_calls_its_components_need(scorer, names, kinds):
+    lm = Recorder()
+    comps, failures = RewardScorer(RewardMix({"task": 1.0}), lm, PROMPTS, scorer=scorer).components(
+        [EXAMPLE], [RATIONALE + " So the answer is Paris."], names
+    )
+    assert lm.kinds() == kinds and failures == []
+    assert set(comps) == set(names) | ({WELLFORMED} if set(names) - {"task"} else set())
+
+
+def test_the_gate_counts_the_scorer_s_vocabulary_as_known():
+    # whereupon, became, famous are in neither the context, the question nor the stop words.
+    text = "Alice Smith was born in Paris, whereupon Paris became famous."
+    vocabulary = {"whereupon", "became", "famous"}
+    for vocab, gate in ((None, 0.5), (vocabulary, 1.0)):
+        scorer = RewardScorer(
+            RewardMix({"readability": 1.0}), Recorder(), PROMPTS, vocabulary=vocab
+        )
+        comps, _ = scorer.components([EXAMPLE], [text])
+        assert comps[WELLFORMED] == [pytest.approx(gate)]
+
+
+def test_a_scorer_s_errors_word_for_word():
+    lm = Recorder()
+    with pytest.raises(
+        ConfigError, match=r"^reward\.scorer='oracle': allowed values are \['auto', 'judge'\]$"
+    ):
+        RewardScorer(RewardMix({"task": 1.0}), lm, PROMPTS, scorer="oracle")
+    with pytest.raises(
+        ConfigError, match=r"^reward\.task_metric='bleu': allowed values are \['em', 'f1'\]$"
+    ):
+        RewardScorer(RewardMix({"task": 1.0}), lm, PROMPTS, task_metric="bleu")
+    scorer = RewardScorer(RewardMix({"fluency": 1.0}), lm, PROMPTS)
+    with pytest.raises(ValueError, match=r"^unknown reward components \['bogus', 'gate'\]$"):
+        scorer.components([EXAMPLE], [RATIONALE], ["task", "bogus", "gate"])
+    with pytest.raises(
+        ValueError, match="^the fluency reward needs the reference model's token log-probs$"
+    ):
+        scorer([EXAMPLE], [RATIONALE])
+    assert lm.requests == []

@@ -9,7 +9,7 @@ from conftest import config_group
 from test_rewards import EXAMPLE
 
 from lmgcot.answers.extract import split_rationale_answer
-from lmgcot.data.example import Example
+from lmgcot.data.example import Example, Paragraph
 from lmgcot.data.synthetic import SyntheticMultiHop
 from lmgcot.llm.simulated import SimulatedLargeLM
 from lmgcot.prompts import PromptTemplates
@@ -46,6 +46,10 @@ JUNK = ["bral was", "TheTheThe in in in in", "Paris Paris Paris Paris.", "was bo
         ("TheTheThe cat sat.", 0.0),
         # Digits and double letters are not runs.
         ("The committee cost 10000 dollars.", 1.0),
+        # A stutter on the second word counts too: 1 in 10 words.
+        ("Alice Alice was born in Paris and studied physics today.", 0.75),
+        # One word has no bigram: nothing repeats.
+        ("Paris.", 1.0),
         ("", 1.0),
     ],
 )
@@ -79,6 +83,11 @@ def test_known_word_factor(text, expected):
         ("Alice (born in Paris.", 0.5),  # unbalanced bracket
         ('He said "Alice was born.', 0.5),  # unbalanced quote
         ("was born in", 0.0),  # its only sentence is a fragment
+        ("Alice left Paris.", 1.0),  # three words are a sentence
+        ("Alice was born in Paris. ", 1.0),  # white space after the final "." is no matter
+        ("Alice [born in Paris.", 0.5),  # unbalanced square bracket
+        ("He said \u201cAlice was born in Paris.", 0.5),  # unbalanced curly quotes
+        ("He said \u201cAlice was born in Paris.\u201d", 1.0),
         ("", 0.0),
     ],
 )
@@ -132,6 +141,23 @@ def test_calibration_junk_scores_low(junk, teacher_pairs):
     vocabulary = vocabulary_of(r for _, r in teacher_pairs)
     for vocab in (None, vocabulary):
         assert max(wellformedness(examples, [junk] * len(examples), vocab)) <= 0.3
+
+
+def test_known_words_come_from_titles_the_question_and_the_stop_words():
+    example = Example(
+        id="hand-2",
+        question="When did the Zorbian league start?",
+        answer="1990",
+        context=(Paragraph("Quexley Cup", ("It began in 1990.",)),),
+    )
+    # quexley and cup only in the title, zorbian and league only in the question, therefore
+    # only in the stop words: all 11 words known.
+    text = "Therefore the Quexley Cup of the Zorbian league began in 1990."
+    assert wellformedness([example], [text]) == [1.0]
+
+
+def test_an_empty_rationale_first_in_a_batch_leaves_the_rest_scored():
+    assert wellformedness([EXAMPLE, EXAMPLE], ["", "Alice Smith was born in Paris."]) == [0.0, 1.0]
 
 
 def test_wellformedness_rejects_mismatched_lengths():
