@@ -12,7 +12,7 @@ from conftest import config_group
 
 from lmgcot.data.example import Example, Paragraph
 from lmgcot.errors import ConfigError
-from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request
+from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request, Usage
 from lmgcot.llm.simulated import SimulatedLargeLM
 from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards import COMPONENTS, RewardMix
@@ -279,7 +279,8 @@ def test_an_unusable_judge_reply_first_in_a_batch_leaves_the_rest_scored():
 def test_judge_scores_of_nothing_make_no_call_and_misaligned_inputs_are_named():
     lm = RecordingJudge()
     assert judge_scores([], [], lm) == ([], [])
-    assert lm.requests == [] and lm.usage.calls == 0
+    # Not even an empty batch goes to the large LM: its usage record is untouched.
+    assert lm.requests == [] and lm.usage == Usage()
     with pytest.raises(ValueError, match="^1 rationales for 2 examples$"):
         judge_scores([EXAMPLE, EXAMPLE], ["A."], lm)
     assert lm.requests == []
