@@ -50,6 +50,12 @@ JUNK = ["bral was", "TheTheThe in in in in", "Paris Paris Paris Paris.", "was bo
         ("Alice Alice was born in Paris and studied physics today.", 0.75),
         # One word has no bigram: nothing repeats.
         ("Paris.", 1.0),
+        # A repeated bigram inside the sentence, not only at its end: 1 stutter in 10 words.
+        ("Alice met Bob met Bob in the park last summer.", 0.75),
+        # The first word has no word before it (it is not compared with the last one).
+        ("Alice said that Bob and Carol had met Alice.", 1.0),
+        # 4 distinct words in 12, but 9 distinct of 11 bigrams: words that recur are no loop.
+        ("Alice saw Bob. Bob saw Carol. Carol saw Alice. Alice saw Carol.", 1.0),
         ("", 1.0),
     ],
 )
@@ -86,6 +92,8 @@ def test_known_word_factor(text, expected):
         ("Alice left Paris.", 1.0),  # three words are a sentence
         ("Alice was born in Paris. ", 1.0),  # white space after the final "." is no matter
         ("Alice [born in Paris.", 0.5),  # unbalanced square bracket
+        ("Alice (a physicist) was born in Paris.", 1.0),  # balanced brackets
+        ("Alice [a physicist] was born in Paris.", 1.0),
         ("He said \u201cAlice was born in Paris.", 0.5),  # unbalanced curly quotes
         ("He said \u201cAlice was born in Paris.\u201d", 1.0),
         ("", 0.0),
