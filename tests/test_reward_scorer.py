@@ -212,8 +212,9 @@ def test_mean_scores_leave_out_missing_values():
 
 
 class Recorder(LargeLM):
-    """Answers every guided prompt "Paris France" and rates every rationale 4 on every aspect;
-    records each request, so a test can see which calls a scorer makes and with what."""
+    """Answers every guided prompt "Paris France" and rates every rationale 4 on every aspect
+    (one that says "garble": a reply that cannot be read); records each request, so a test can
+    see which calls a scorer makes and with what."""
 
     backend = "recorder"
 
@@ -225,7 +226,11 @@ class Recorder(LargeLM):
         self.requests += requests
         rating = "\n".join(f"{name}: 4" for name in ASPECTS)
         return [
-            Completion(rating if r.prompt.startswith(JUDGE_PREFIX) else "Paris France")
+            Completion(
+                ("no idea" if "Rationale: garble" in r.prompt else rating)
+                if r.prompt.startswith(JUDGE_PREFIX)
+                else "Paris France"
+            )
             for r in requests
         ]
 
@@ -303,6 +308,20 @@ def test_the_gate_counts_the_scorer_s_vocabulary_as_known():
         )
         comps, _ = scorer.components([EXAMPLE], [text])
         assert comps[WELLFORMED] == [pytest.approx(gate)]
+
+
+def test_a_judge_reply_that_cannot_be_read_stays_none_through_the_gate():
+    scorer = RewardScorer(RewardMix({"factuality": 1.0}), Recorder(), PROMPTS, scorer="judge")
+    comps, failures = scorer.components([EXAMPLE, EXAMPLE], ["garble garble.", RATIONALE])
+    assert comps["factuality"] == [None, 0.75]
+    assert [f["index"] for f in failures] == [0]
+
+
+def test_without_the_gate_the_wellformed_column_asked_for_leaves_aspects_as_they_are():
+    scorer = RewardScorer(RewardMix({"coherence": 1.0}), Recorder(), PROMPTS, gate=False)
+    comps, _ = scorer.components([EXAMPLE], ["Paris Paris Paris Paris."], ["coherence", WELLFORMED])
+    # One sentence is perfectly coherent; the gate, shown but not applied, says it is junk.
+    assert comps == {"coherence": [1.0], WELLFORMED: [0.0]}
 
 
 def test_a_scorer_s_errors_word_for_word():
