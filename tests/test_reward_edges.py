@@ -1,6 +1,7 @@
 """Edges of the reward measures that mutation testing (`make mutate`, docs/mutation.md) found no
 test for: error messages that name the missing input, values at the clip, an empty rationale
-before others in a batch, the sentence count in reading ease, syllable rules, a scorer's config."""
+before others in a batch, the sentence count in reading ease, syllable rules, a scorer's config,
+the judge's prompt word for word, its parse errors and what it asks the large LM."""
 
 from __future__ import annotations
 
@@ -44,11 +45,18 @@ EXAMPLE = Example(
 
 
 def test_missing_or_misaligned_extras_name_what_is_missing():
-    with pytest.raises(ValueError, match="the large LM's answers, one per rationale"):
+    with pytest.raises(
+        ValueError,
+        match=r"^missing input extra\['answers'\]: the large LM's answers, one per rationale$",
+    ):
         consistency([EXAMPLE], ["x"])
     with pytest.raises(ValueError, match="^2 answers for 1 items"):
         consistency([EXAMPLE], ["x"], answers=["Paris", "Rome"])
-    with pytest.raises(ValueError, match="per-token log-probabilities, one list per rationale"):
+    with pytest.raises(
+        ValueError,
+        match=r"^missing input extra\['token_logprobs'\]: per-token log-probabilities, one list "
+        "per rationale$",
+    ):
         fluency([EXAMPLE], ["x"])
     with pytest.raises(ValueError, match="^2 token_logprobs for 1 items"):
         fluency([EXAMPLE], ["x"], token_logprobs=[[-1.0], [-1.0]])
