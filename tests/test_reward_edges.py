@@ -10,10 +10,12 @@ import re
 
 import pytest
 from conftest import config_group
+from test_reward_scorer import Recorder
+from test_rewards import ASPECT_NAMES as JUDGE_ASPECTS
 
 from lmgcot.data.example import Example, Paragraph
 from lmgcot.errors import ConfigError
-from lmgcot.llm.base import Completion, GenerationParams, LargeLM, Request, Usage
+from lmgcot.llm.base import GenerationParams, Usage
 from lmgcot.llm.simulated import SimulatedLargeLM
 from lmgcot.prompts import PromptTemplates
 from lmgcot.rewards import COMPONENTS, RewardMix
@@ -155,16 +157,6 @@ TWO_PARAGRAPHS = Example(
         Paragraph("Paris", ("Paris is in France.",)),
     ),
 )
-JUDGE_ASPECTS = (
-    "factuality",
-    "relevance",
-    "logicality",
-    "consistency",
-    "coherence",
-    "fluency",
-    "naturalness",
-    "readability",
-)
 
 
 def judge_prompt_text(context: str, rationale: str) -> str:
@@ -232,23 +224,10 @@ def test_the_judge_s_scale_ends_are_scores_and_a_score_out_of_5_is_read():
     )
 
 
-class RecordingJudge(LargeLM):
+def RecordingJudge() -> Recorder:
     """Rates a rationale 4 on every aspect unless it says "junk" (then: no usable reply);
     records every request."""
-
-    backend = "recording-judge"
-
-    def __init__(self):
-        super().__init__("recording-judge")
-        self.requests: list[Request] = []
-
-    def _complete(self, requests: list[Request]) -> list[Completion]:
-        self.requests += requests
-        good = "\n".join(f"{name}: 4" for name in JUDGE_ASPECTS)
-        return [
-            Completion("junk in, junk out" if "Rationale: junk" in r.prompt else good)
-            for r in requests
-        ]
+    return Recorder(unreadable="junk", reply="junk in, junk out")
 
 
 def test_judge_scores_ask_once_per_rationale_with_greedy_64_token_params_by_default():

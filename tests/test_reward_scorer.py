@@ -213,21 +213,22 @@ def test_mean_scores_leave_out_missing_values():
 
 class Recorder(LargeLM):
     """Answers every guided prompt "Paris France" and rates every rationale 4 on every aspect
-    (one that says "garble": a reply that cannot be read); records each request, so a test can
-    see which calls a scorer makes and with what."""
+    (one that says `unreadable`: `reply`, which cannot be read); records each request, so a test
+    can see which calls a scorer makes and with what."""
 
     backend = "recorder"
 
-    def __init__(self):
+    def __init__(self, unreadable: str = "garble", reply: str = "no idea"):
         super().__init__("recorder")
         self.requests: list[Request] = []
+        self.unreadable, self.reply = unreadable, reply
 
     def _complete(self, requests: list[Request]) -> list[Completion]:
         self.requests += requests
         rating = "\n".join(f"{name}: 4" for name in ASPECTS)
         return [
             Completion(
-                ("no idea" if "Rationale: garble" in r.prompt else rating)
+                (self.reply if f"Rationale: {self.unreadable}" in r.prompt else rating)
                 if r.prompt.startswith(JUDGE_PREFIX)
                 else "Paris France"
             )
