@@ -19,9 +19,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 _SERVER = r"""
-import json, os, signal, sys, time, traceback
+import json, os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from forkserver import run_child
 import lmgcot.cli, lmgcot.pipeline  # the imports every child inherits
 replies = sys.stdout
 for line in sys.stdin:
@@ -29,26 +32,7 @@ for line in sys.stdin:
     replies.flush(); sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        code = 1
-        try:
-            os.setpgid(0, 0)
-            os.chdir(case["cwd"])
-            os.environ.clear()
-            os.environ.update(case["env"])
-            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            for fd, path in ((1, case["stdout"]), (2, case["stderr"])):
-                os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-            sys.argv = ["lmgcot", *case["args"]]
-            code = 0
-            lmgcot.cli.main()
-        except SystemExit as exit:
-            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        finally:
-            sys.stdout.flush(); sys.stderr.flush()
-            os._exit(code)
+        run_child(case)
     deadline = time.monotonic() + case["timeout"]
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -63,6 +47,39 @@ for line in sys.stdin:
         time.sleep(0.02)
     print(json.dumps(code), file=replies, flush=True)
 """
+TESTS = str(Path(__file__).resolve().parent)
+
+
+def run_child(case: dict) -> NoReturn:
+    """In a forked child: `lmgcot.cli.main()` with the case's cwd, environment (replaced whole),
+    argv and stdout/stderr files, stdin from /dev/null, in a process group of its own; exits with
+    lmgcot's status without returning to the forking process's code."""
+    import traceback
+
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        os.chdir(case["cwd"])
+        os.environ.clear()
+        os.environ.update(case["env"])
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        for fd, path in ((1, case["stdout"]), (2, case["stderr"])):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+        sys.argv = ["lmgcot", *case["args"]]
+        code = 0
+        import lmgcot.cli
+
+        lmgcot.cli.main()
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
 
 _server: subprocess.Popen | None = None
 
@@ -77,7 +94,7 @@ def _started(env: dict[str, str]) -> subprocess.Popen:
     global _server
     if _server is None or _server.poll() is not None:
         _server = subprocess.Popen(
-            [sys.executable, "-c", _SERVER],
+            [sys.executable, "-c", _SERVER, TESTS],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

@@ -148,7 +148,9 @@ class Outcome:
 # is, less the imports: its own argv, cwd, LMGCOT_ROOT (and any other environment a case sets),
 # stdout/stderr files and exit status. A prelude (fork_runs) runs first, e.g. to inject a fault.
 _FORKING_LAUNCHER = r"""
-import json, os, sys, traceback
+import json, os, sys
+sys.path.insert(0, sys.argv[2])
+from forkserver import run_child
 import lmgcot.cli, lmgcot.pipeline  # the imports every child inherits
 children = {}
 for root, args, env in json.loads(sys.argv[1]):
@@ -157,23 +159,9 @@ for root, args, env in json.loads(sys.argv[1]):
     if pid:
         children[pid] = root
         continue
-    os.chdir(root)
-    os.environ["LMGCOT_ROOT"] = root
-    os.environ.update(env)
-    for fd, name in ((1, "stdout.txt"), (2, "stderr.txt")):
-        os.dup2(os.open(os.path.join(root, "..", os.path.basename(root) + "." + name),
-                        os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-    sys.argv = ["lmgcot", *args]
-    code = 0
-    try:
-        lmgcot.cli.main()
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush(); sys.stderr.flush()
-    os._exit(code)
+    out = os.path.join(root, "..", os.path.basename(root))
+    run_child({"cwd": root, "env": {**os.environ, "LMGCOT_ROOT": root, **env}, "args": args,
+               "stdout": out + ".stdout.txt", "stderr": out + ".stderr.txt"})
 codes = {}
 for _ in range(len(children)):
     pid, status = os.wait()
@@ -196,7 +184,7 @@ def fork_runs(
         root.mkdir()
     cases = json.dumps([[str(roots[name]), a, envs.get(name, {})] for name, a in args.items()])
     launcher = subprocess.run(
-        [sys.executable, "-c", prelude + _FORKING_LAUNCHER, cases],
+        [sys.executable, "-c", prelude + _FORKING_LAUNCHER, cases, forkserver.TESTS],
         cwd=base,
         env=_env(base),
         capture_output=True,
