@@ -12,6 +12,7 @@ from omegaconf.errors import ConfigAttributeError
 from lmgcot.artifacts import STAGE_ORDER, RunDir, StageDir
 from lmgcot.errors import ConfigError
 from lmgcot.pipeline import run
+from lmgcot.pipeline.fingerprints import fingerprint
 from lmgcot.pipeline.stage import Stage, run_stage
 from lmgcot.pipeline.stages import STAGES
 from lmgcot.utils.io import read_json
@@ -130,6 +131,23 @@ def test_every_stage_reads_only_config_its_fingerprint_holds():
     assert not STAGES["evaluate"].cached
     # The config checks order stages by the run directory's list: the same as the registry's.
     assert tuple(STAGES) == STAGE_ORDER
+
+
+@pytest.mark.unit
+def test_the_test_split_cap_is_no_part_of_the_training_stages(compose_cfg):
+    """A run that evaluates on fewer test questions (experiment=quick) takes the teacher, the
+    student and the refined student of the full run; fingerprints stored before the cap was
+    ignored stay valid; the val cap, which training does see, still counts."""
+    full, capped = compose_cfg(), compose_cfg("dataset.max_test=7")
+    fewer_val = compose_cfg("dataset.max_val=7")
+    for name in ("teacher", "distill", "refine"):
+        stage = STAGES[name]
+        assert stage.fingerprint(capped) == stage.fingerprint(full), name
+        assert stage.fingerprint(full) == fingerprint(full, stage.reads), name  # as stored before
+        assert stage.view(capped).dataset.max_test is None, name
+    for name in ("distill", "refine"):
+        assert STAGES[name].fingerprint(fewer_val) != STAGES[name].fingerprint(full), name
+    assert STAGES["evaluate"].view(capped).dataset.max_test == 7
 
 
 @pytest.mark.stage

@@ -20,11 +20,16 @@ from lmgcot.config import transport_keys
 TRANSPORT = transport_keys()
 # Read by every stage's machinery, never part of what it makes: where files go, whether to redo.
 RUN_KEYS = ("paths", "force", "share_artifacts", "logger")
+# Settings only the test split depends on (its cap is applied after splitting, so the train and
+# val questions stay the same). Stages that never see the test split pass these as `ignores`.
+TEST_ONLY = ("dataset.max_test",)
 
 
-def fingerprint(cfg: DictConfig, reads: tuple[str, ...]) -> str:
+def fingerprint(cfg: DictConfig, reads: tuple[str, ...], ignores: tuple[str, ...] = ()) -> str:
     """A hash of the resolved config a stage reads: its sections first, then its leaves (kept in
-    that order so that fingerprints made before leaves were declared stay the same)."""
+    that order so that fingerprints made before leaves were declared stay the same). `ignores`
+    (`section.key`) are hashed as null, not left out, so that fingerprints made before a key was
+    ignored stay the same where it was null."""
     sections = [k for k in reads if "." not in k]
     leaves = [k for k in reads if "." in k]
     parts = {}
@@ -33,6 +38,7 @@ def fingerprint(cfg: DictConfig, reads: tuple[str, ...]) -> str:
         value = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
         if isinstance(value, dict):
             value = {name: v for name, v in value.items() if name not in TRANSPORT.get(k, ())}
+            value = _null(value, k, ignores)
         parts[k] = value
     head = hash_parts(json.dumps(parts, sort_keys=True, default=str))
     if not leaves:
@@ -44,9 +50,14 @@ def hash_parts(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
-def view(cfg: DictConfig, reads: tuple[str, ...]) -> DictConfig:
-    """The config a stage may read: its declared sections and leaves, plus the run's own keys.
-    Struct mode: reading an undeclared key raises."""
+def _null(section: dict, name: str, ignores: tuple[str, ...]) -> dict:
+    keys = {k.partition(".")[2] for k in ignores if k.partition(".")[0] == name}
+    return {key: None if key in keys else v for key, v in section.items()}
+
+
+def view(cfg: DictConfig, reads: tuple[str, ...], ignores: tuple[str, ...] = ()) -> DictConfig:
+    """The config a stage may read: its declared sections and leaves, plus the run's own keys,
+    with `ignores` null as in its fingerprint. Struct mode: reading an undeclared key raises."""
     data: dict = {}
     for key in (*reads, *RUN_KEYS):
         head, _, leaf = key.partition(".")
@@ -57,7 +68,7 @@ def view(cfg: DictConfig, reads: tuple[str, ...]) -> DictConfig:
         if leaf:
             data.setdefault(head, {})[leaf] = value[leaf]
         else:
-            data[head] = value
+            data[head] = _null(value, head, ignores) if isinstance(value, dict) else value
     out = OmegaConf.create(data)
     OmegaConf.set_struct(out, True)
     return out

@@ -29,7 +29,9 @@ class Stage:
 
     `body(ctx, cfg, out)` gets the run context, the config view holding only `reads`, and the
     stage directory; it writes its `artifacts` there (paths in the stage directory, checked before
-    the stage is marked done) and returns the summary. `stale` names files
+    the stage is marked done) and returns the summary. `ignores` are `section.key` leaves of
+    `reads` its work does not depend on, null in its fingerprint and view (the test split's cap,
+    for the stages that never see the test split). `stale` names files
     in the directory that belong to one configuration and go when the fingerprint changes (the
     checkpoints always do). `cached=False` stages (evaluate) cache per item themselves.
     """
@@ -42,12 +44,13 @@ class Stage:
     stale: tuple[str, ...] = ()
     cached: bool = True
     shared: bool = True
+    ignores: tuple[str, ...] = ()
 
     def fingerprint(self, cfg: DictConfig) -> str:
-        return fingerprint(cfg, self.reads)
+        return fingerprint(cfg, self.reads, self.ignores)
 
     def view(self, cfg: DictConfig) -> DictConfig:
-        return view(cfg, self.reads)
+        return view(cfg, self.reads, self.ignores)
 
 
 # What a stage leaves for the others, in errors.

@@ -14,6 +14,7 @@ from lmgcot.distill.datamodule import NO_PAIRS, NO_VAL_PAIRS, RationaleDataModul
 from lmgcot.distill.module import RationaleDistiller
 from lmgcot.errors import LmgcotError
 from lmgcot.pipeline.builders import build_student, build_trainer
+from lmgcot.pipeline.fingerprints import TEST_ONLY
 from lmgcot.pipeline.stage import Stage
 from lmgcot.pipeline.stages.teacher import read_rationales
 from lmgcot.student.objectives import OBJECTIVES, TrainingPairs
@@ -117,4 +118,11 @@ def _needs(cfg: DictConfig) -> tuple[str, ...]:
     return ("teacher",) if OBJECTIVES[cfg.distill.objective].needs_teacher else ()
 
 
-DISTILL = Stage("distill", reads=READS, body=_body, needs=_needs, artifacts=("student",))
+DISTILL = Stage(
+    "distill",
+    reads=READS,
+    body=_body,
+    needs=_needs,
+    artifacts=("student",),
+    ignores=TEST_ONLY,
+)

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from lmgcot.artifacts import StageDir
 from lmgcot.pipeline.builders import build_refiner, build_trainer, load_student, single_device
+from lmgcot.pipeline.fingerprints import TEST_ONLY
 from lmgcot.pipeline.scoring import reward_scorer, student_inputs
 from lmgcot.pipeline.stage import Stage
 from lmgcot.pipeline.stages.distill import READS as DISTILL_READS
@@ -261,4 +262,5 @@ REFINE = Stage(
     needs=lambda cfg: ("distill",),
     artifacts=("student",),
     stale=(SAMPLES_LOG, JUDGE_FAILURES),
+    ignores=TEST_ONLY,
 )

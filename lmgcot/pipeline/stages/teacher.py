@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from lmgcot.artifacts import StageDir
 from lmgcot.errors import ConfigError
+from lmgcot.pipeline.fingerprints import TEST_ONLY
 from lmgcot.pipeline.stage import Stage
 from lmgcot.teacher import (
     TeacherRationale,
@@ -96,4 +97,5 @@ TEACHER = Stage(
     reads=("dataset", "large_lm", "prompt", "teacher"),
     body=_body,
     artifacts=("train.jsonl", "val.jsonl"),
+    ignores=TEST_ONLY,
 )
