@@ -1,10 +1,12 @@
 """Re-run the documented commands that are cheap on 2 cores and check the docs' figures, by hand.
 
     python benchmarks/readme_figures.py [--include-default] [--root DIR] [--out FILE] [--reuse]
+                                        [--jobs N]
 
 Each command in FIGURES runs as printed in its doc file, once per seed the figure was measured
 over, plus `seed=N threads=1 trainer.enable_progress_bar=false hydra.run.dir=...` (one thread, so
-runs on a shared machine stay comparable; the bar only keeps the log short), one process at a time,
+runs on a shared machine stay comparable; the bar only keeps the log short), one process at a time
+(--jobs 2: two, for half the wall time on 2 cores; each run's seconds are then upper bounds),
 in a fresh output root (empty call cache and artifact store). The mean over those seeds is compared
 with the documented figure within its tolerance. Prints a table (command, documented figure,
 measured, verdict) and writes it to --out (docs/readme_figures.md, linked from the docs). Exit
@@ -24,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,11 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "readme_figures.md")
     parser.add_argument("--include-default", action="store_true", help="also `lmgcot` (minutes)")
     parser.add_argument("--reuse", action="store_true", help="keep finished runs under --root")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="commands run at once, one thread each (default 1)"
+    )
     args = parser.parse_args(argv)
     figures = [f for f in FIGURES if args.include_default or not f.default_run]
-    runs = {}
-    for command, seed in dict.fromkeys((f.command, s) for f in figures for s in f.seeds):
-        runs[command, seed] = run_command(command, seed, args.root, reuse=args.reuse)
+    keys = list(dict.fromkeys((f.command, s) for f in figures for s in f.seeds))
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        done = pool.map(lambda key: run_command(*key, args.root, reuse=args.reuse), keys)
+        runs = dict(zip(keys, done))
     rows = [compare(f, [runs[f.command, s] for s in f.seeds]) for f in figures]
     text = render(rows, header=provenance(args))
     print(text)
@@ -163,8 +170,8 @@ def provenance(args: argparse.Namespace) -> str:
     return (
         "# The documented commands, re-run\n\n"
         f"`python benchmarks/readme_figures.py{flag}`"
-        f" at commit `{commit}`{dirty}, {when}, on {os.cpu_count()} CPU cores, one thread and one "
-        "process at a time. Each command ran as its doc prints it, with `seed=N threads=1 "
+        f" at commit `{commit}`{dirty}, {when}, on {os.cpu_count()} CPU cores, one thread and "
+        f"{_count(args.jobs, 'process')} at a time. Each command ran as its doc prints it, with `seed=N threads=1 "
         "trainer.enable_progress_bar=false hydra.run.dir=...` added. Seconds are upper bounds "
         "where the machine was shared."
         + (
@@ -199,6 +206,10 @@ def _row(figure: Figure, values: list, measured: float | None, verdict: str, res
         "seconds": " / ".join("—" if w is None else f"{w:.0f}" for w in walls),
         "verdict": verdict,
     }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"one {noun}" if n == 1 else f"{n} {noun}es"
 
 
 def _fmt(value: float, metric: str) -> str:

@@ -79,7 +79,7 @@ def test_finished_runs_are_reused_and_the_table_is_written(tmp_path, monkeypatch
             (run_dir / "wall_s").write_text("42\n")
     monkeypatch.setattr(rf.subprocess, "run", _no_training)
     out = tmp_path / "table.md"
-    assert rf.main(["--root", str(tmp_path), "--out", str(out), "--reuse"]) == 0
+    assert rf.main(["--root", str(tmp_path), "--out", str(out), "--reuse", "--jobs", "2"]) == 0
     table = out.read_text()
     assert table == capsys.readouterr().out.rstrip("\n") + "\n"
     cheap = [f for f in rf.FIGURES if not f.default_run]
