@@ -9,7 +9,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lmgcot.config.threads import USER_SETTING, choose, jobs_at_once, usable_cores, use_threads
+from lmgcot.config.threads import (
+    USER_SETTING,
+    busy_warning,
+    choose,
+    jobs_at_once,
+    usable_cores,
+    use_threads,
+)
 from lmgcot.config.validate import check
 from lmgcot.errors import ConfigError
 from lmgcot.pipeline.stages import STAGES
@@ -72,6 +79,40 @@ def test_use_threads_sets_torch_and_the_childrens_environment(monkeypatch, caplo
         # A later job of the same process honours the user's setting, not the one just made.
         monkeypatch.setenv(USER_SETTING, "")
         assert use_threads(None).count == usable_cores()
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("setting", "user", "load", "warned"),
+    [
+        (None, "", 4.0, True),  # two automatic threads on 2 cores that others keep busy
+        (None, "", 2.9, False),  # below one core above the cores: a sweep's own last job
+        (2, "", 8.0, False),  # the user chose the count
+        (None, "2", 8.0, False),
+    ],
+)
+def test_automatic_threads_on_busy_cores_are_warned_about_not_changed(setting, user, load, warned):
+    chosen = choose(setting, user, cores=2, jobs=1)
+    assert chosen.count == 2
+    assert (busy_warning(chosen, load, cores=2) is not None) == warned
+    # One automatic thread waits on no other.
+    assert busy_warning(choose(None, "", cores=2, jobs=2), 8.0, cores=2) is None
+
+
+@pytest.mark.unit
+def test_the_busy_warning_reaches_the_log(monkeypatch, caplog):
+    before = torch.get_num_threads()
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", USER_SETTING):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    try:
+        with caplog.at_level("INFO", logger="lmgcot"):
+            assert use_threads(None).count == 2
+        [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warning.startswith("threads: 2 chosen from the cores, but the load average is 5.0")
     finally:
         torch.set_num_threads(before)
 

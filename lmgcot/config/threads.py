@@ -33,6 +33,7 @@ class ThreadCount:
 
     count: int
     reason: str
+    automatic: bool = False  # from the cores, not from `threads` or OMP_NUM_THREADS
 
 
 def remember_user_setting() -> None:
@@ -62,7 +63,17 @@ def use_threads(setting: int | None) -> ThreadCount:
     for var in CHILD_VARS:
         os.environ[var] = str(chosen.count)
     log.info("threads: %d (%s)", chosen.count, chosen.reason)
+    warning = busy_warning(chosen, _load_average(), cores)
+    if warning:
+        log.warning(warning)
     return chosen
+
+
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not available on this system
+        return 0.0
 
 
 def choose(setting: int | None, user: str, cores: int, jobs: int) -> ThreadCount:
@@ -76,7 +87,24 @@ def choose(setting: int | None, user: str, cores: int, jobs: int) -> ThreadCount
             return ThreadCount(int(first), f"OMP_NUM_THREADS={user}")
         log.warning("OMP_NUM_THREADS=%s: not a positive whole number; ignored", user)
     return ThreadCount(
-        max(1, cores // jobs), f"{cores} usable cores / {jobs} job{'s' * (jobs > 1)} at once"
+        max(1, cores // jobs),
+        f"{cores} usable cores / {jobs} job{'s' * (jobs > 1)} at once",
+        automatic=True,
+    )
+
+
+def busy_warning(chosen: ThreadCount, load: float, cores: int) -> str | None:
+    """A warning when the automatic count takes several cores that other processes keep busy (a
+    1-minute load average at least one core above the cores): torch's threads then wait on each
+    other, and a run can go many times slower than with one thread (on 2 shared cores, 1 question
+    a second against 14). The count stays as chosen: threads change a run's floating-point sums,
+    so they must not follow the machine's load."""
+    if not chosen.automatic or chosen.count < 2 or load < cores + 1:
+        return None
+    return (
+        f"threads: {chosen.count} chosen from the cores, but the load average is {load:.1f} on "
+        f"{cores} cores: beside other busy processes several torch threads can run many times "
+        "slower than one; threads=1 may be faster (set threads to silence this)"
     )
 
 
