@@ -97,8 +97,8 @@ def busy_warning(chosen: ThreadCount, load: float, cores: int) -> str | None:
     """A warning when the automatic count takes several cores that other processes keep busy (a
     1-minute load average at least one core above the cores): torch's threads then wait on each
     other, and a run can go many times slower than with one thread (on 2 shared cores, 1 question
-    a second against 14). The count stays as chosen: threads change a run's floating-point sums,
-    so they must not follow the machine's load."""
+    a second against 14). The count stays as chosen, so that a command means the same run
+    whatever else the machine is doing."""
     if not chosen.automatic or chosen.count < 2 or load < cores + 1:
         return None
     return (
