@@ -48,8 +48,15 @@ def _main(cfg: DictConfig) -> float | None:
     if objective:
         value = lookup(results, str(objective))
         if not isinstance(value, (int, float)):
+            stage = str(objective).split(".")[0]
+            hint = (
+                f" (its {stage} stage, reused from an earlier run, does not record it: `force=true`"
+                " remakes it)"
+                if stage in ("teacher", "distill", "refine") and results.get(stage)
+                else ""
+            )
             print(
-                f"lmgcot: error: objective={objective}: results.json has no number there",
+                f"lmgcot: error: objective={objective}: results.json has no number there{hint}",
                 file=sys.stderr,
             )
             sys.exit(2)

@@ -158,10 +158,22 @@ def test_the_optuna_sweep_maximises_the_validation_task_score(tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_a_bad_objective_is_one_line(tmp_path):
-    proc = lmgcot(tmp_path, *QUICK, "stages=[teacher]", "objective=refine.no_such_number")
+@pytest.mark.parametrize(
+    ("objective", "hint"),
+    [
+        ("refine.no_such_number", ""),  # no refine stage ran
+        # A stage that ran but lacks the key: one reused from a store made before it was recorded.
+        ("teacher.no_such_number", " (its teacher stage, reused from an earlier run, does not"),
+    ],
+)
+def test_a_bad_objective_is_one_line(tmp_path, objective, hint):
+    proc = lmgcot(tmp_path, *QUICK, "stages=[teacher]", f"objective={objective}")
     assert proc.returncode == 2
-    assert "objective=refine.no_such_number: results.json has no number there" in proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("lmgcot: error:")]
+    assert line.startswith(
+        f"lmgcot: error: objective={objective}: results.json has no number there"
+    )
+    assert (hint in line) if hint else line.endswith("there"), line
 
 
 @pytest.mark.e2e
