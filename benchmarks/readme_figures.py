@@ -11,8 +11,9 @@ in a fresh output root (empty call cache and artifact store). The mean over thos
 with the documented figure within its tolerance. Prints a table (command, documented figure,
 measured, verdict) and writes it to --out (docs/readme_figures.md, linked from the docs). Exit
 status 1 when a figure is not reproduced. Run before a release, not in `make test`: the
-Fine-tune-CoT line takes about 21 minutes a seed (more on a busy machine), the smoke experiment a
-few, the default run (with --include-default) about 8. --reuse takes a run directory under --root
+Fine-tune-CoT lines take about 21 (D=1), 15 (D=4) and 6 (vanilla) minutes, the coin_flip line 18,
+the smoke experiment a few (more on a busy machine; about 35 minutes in all with --jobs 2), the
+default run (with --include-default) about 8. --reuse takes a run directory under --root
 that already holds results.json instead of running it again (a crashed check, resumed).
 """
 
@@ -51,14 +52,22 @@ class Figure:
 
 
 FT_COT = "lmgcot dataset=last_letter experiment=finetune_cot"
+FT_COT_D4 = f"{FT_COT} teacher.num_samples=4 teacher.temperature=0.7"
+VANILLA = "lmgcot dataset=last_letter experiment=vanilla_ft"
+STEP_BY_STEP = "lmgcot dataset=coin_flip experiment=step_by_step distill.alpha=0.5"
 # Every figure checked, with the doc it comes from. Tolerances are what the doc states beside the
-# figure: for Fine-tune-CoT, seed 0's figure re-run (21 minutes; seeds 1 and 2 gave 0.604 and
-# 0.798, so a seed's spread is about 0.1 and 0.05 flags a change in the method, not noise); for the
-# default run's student the 95% interval of EM on 1,000 test questions; standard and CoT
+# figure: for the last_letter lines, seed 0's figure re-run (D=1's three seeds spread 0.60-0.80, so
+# 0.05 flags a change in the method, not noise); coin_flip's student was exact in every seed; for
+# the default run's student the 95% interval of EM on 1,000 test questions; standard and CoT
 # prompting are deterministic.
 FIGURES = [
     Figure("docs/methods.md", FT_COT, "methods.finetune_cot.em", 0.750, 0.05),
     Figure("docs/methods.md", FT_COT, "methods.finetune_cot_sc.em", 0.754, 0.05),
+    Figure("docs/methods.md", FT_COT_D4, "methods.finetune_cot.em", 0.922, 0.05),
+    Figure("docs/methods.md", FT_COT_D4, "methods.finetune_cot_sc.em", 0.948, 0.05),
+    Figure("docs/methods.md", VANILLA, "methods.vanilla_ft.em", 0.048, 0.05),
+    Figure("docs/methods.md", STEP_BY_STEP, "methods.finetune_cot.em", 1.0, 0.01),
+    Figure("docs/methods.md", STEP_BY_STEP, "methods.lm_guided_kd.em", 1.0, 0.01),
     # "seconds, for debugging: its numbers mean nothing": it finishes and evaluates its 16 test
     # questions, in under five minutes even on 2 cores shared with other jobs.
     Figure("docs/configuration.md", "lmgcot experiment=smoke", "methods.standard.n", 16, 0),
