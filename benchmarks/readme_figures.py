@@ -88,13 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs", type=int, default=1, help="commands run at once, one thread each (default 1)"
     )
     args = parser.parse_args(argv)
+    header = provenance(args)  # the commit the runs start from, not one made while they run
     figures = [f for f in FIGURES if args.include_default or not f.default_run]
     keys = list(dict.fromkeys((f.command, s) for f in figures for s in f.seeds))
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         done = pool.map(lambda key: run_command(*key, args.root, reuse=args.reuse), keys)
         runs = dict(zip(keys, done))
     rows = [compare(f, [runs[f.command, s] for s in f.seeds]) for f in figures]
-    text = render(rows, header=provenance(args))
+    text = render(rows, header=header)
     print(text)
     args.out.write_text(text)
     return 0 if all(r["verdict"] == "reproduced" for r in rows) else 1
