@@ -3,7 +3,8 @@
 Torch takes every core by default, so jobs sharing a machine slow each other down. With
 `threads=null` a run takes the user's OMP_NUM_THREADS if set, else the usable cores divided by the
 jobs running at once (`hydra.launcher.n_jobs` when the joblib launcher runs it, else 1). The
-setting changes speed, not what a stage makes: no fingerprint holds it.
+setting is for speed, so no fingerprint holds it (a student trained afresh at another count can
+differ slightly, through the order of its floating-point sums).
 """
 
 from __future__ import annotations
