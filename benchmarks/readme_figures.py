@@ -177,11 +177,12 @@ def provenance(args: argparse.Namespace) -> str:
     dirty = " (with uncommitted changes in the tree)" if _git("status", "--porcelain") else ""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     flag = " --include-default" if args.include_default else ""
+    processes = "one process" if args.jobs == 1 else f"{args.jobs} processes"
     return (
         "# The documented commands, re-run\n\n"
         f"`python benchmarks/readme_figures.py{flag}`"
         f" at commit `{commit}`{dirty}, {when}, on {os.cpu_count()} CPU cores, one thread and "
-        f"{_count(args.jobs, 'process')} at a time. Each command ran as its doc prints it, with `seed=N threads=1 "
+        f"{processes} at a time. Each command ran as its doc prints it, with `seed=N threads=1 "
         "trainer.enable_progress_bar=false hydra.run.dir=...` added. Seconds are upper bounds "
         "where the machine was shared."
         + (
@@ -216,10 +217,6 @@ def _row(figure: Figure, values: list, measured: float | None, verdict: str, res
         "seconds": " / ".join("—" if w is None else f"{w:.0f}" for w in walls),
         "verdict": verdict,
     }
-
-
-def _count(n: int, noun: str) -> str:
-    return f"one {noun}" if n == 1 else f"{n} {noun}es"
 
 
 def _fmt(value: float, metric: str) -> str:

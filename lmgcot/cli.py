@@ -48,11 +48,13 @@ def _main(cfg: DictConfig) -> float | None:
     if objective:
         value = lookup(results, str(objective))
         if not isinstance(value, (int, float)):
+            from lmgcot.pipeline.context import SUMMARY_STAGES
+
             stage = str(objective).split(".")[0]
             hint = (
                 f" (its {stage} stage, reused from an earlier run, does not record it: `force=true`"
                 " remakes it)"
-                if stage in ("teacher", "distill", "refine") and results.get(stage)
+                if stage in SUMMARY_STAGES and results.get(stage)
                 else ""
             )
             print(
